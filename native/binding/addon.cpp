@@ -1,0 +1,409 @@
+// The Node-API layer: unwraps typed arrays (no copies), re-checks sizes so that a call that bypasses the
+// TypeScript checks still cannot read or write out of bounds, and runs heavy calls either inline or on the
+// libuv pool (returning a Promise) while holding references to every array involved.
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "chimera/kernels.h"
+#include "chimera/thread_pool.h"
+
+using namespace chimera;
+
+namespace {
+
+[[noreturn]] void throw_code(Napi::Env env, const char* code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+template <typename T>
+struct ArrayType;
+template <> struct ArrayType<float> { static constexpr napi_typedarray_type value = napi_float32_array; static constexpr const char* name = "Float32Array"; };
+template <> struct ArrayType<int8_t> { static constexpr napi_typedarray_type value = napi_int8_array; static constexpr const char* name = "Int8Array"; };
+template <> struct ArrayType<uint8_t> { static constexpr napi_typedarray_type value = napi_uint8_array; static constexpr const char* name = "Uint8Array"; };
+template <> struct ArrayType<int32_t> { static constexpr napi_typedarray_type value = napi_int32_array; static constexpr const char* name = "Int32Array"; };
+
+// A typed array of element type T and at least `min_len` elements (exactly, when exact), or null if allowed.
+template <typename T>
+T* arr(const Napi::CallbackInfo& info, size_t i, const char* name, size_t len, bool nullable = false, bool exact = true,
+       size_t* got_len = nullptr) {
+  Napi::Env env = info.Env();
+  const Napi::Value v = info[i];
+  if (nullable && (v.IsNull() || v.IsUndefined())) return nullptr;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != ArrayType<T>::value)
+    throw_code(env, "E_DTYPE", std::string(name) + " must be a " + ArrayType<T>::name);
+  auto ta = v.As<Napi::TypedArrayOf<T>>();
+  if (got_len) *got_len = ta.ElementLength();
+  if ((exact && ta.ElementLength() != len) || ta.ElementLength() < len)
+    throw_code(env, "E_SHAPE", std::string(name) + " has length " + std::to_string(ta.ElementLength()) + ", expected " +
+                                   std::to_string(len));
+  return ta.Data();
+}
+
+size_t dim(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const Napi::Value v = info[i];
+  if (!v.IsNumber()) throw_code(info.Env(), "E_ARG", std::string(name) + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 1 && d <= 2147483647.0) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw_code(info.Env(), "E_ARG", std::string(name) + " must be a positive integer");
+  return static_cast<size_t>(d);
+}
+
+bool flag(const Napi::CallbackInfo& info, size_t i) { return info[i].ToBoolean().Value(); }
+double num(const Napi::CallbackInfo& info, size_t i) { return info[i].ToNumber().DoubleValue(); }
+
+size_t checked_mul(Napi::Env env, size_t a, size_t b) {
+  if (a != 0 && b > SIZE_MAX / a) throw_code(env, "E_SHAPE", "dimensions overflow");
+  return a * b;
+}
+
+Activation activation(const Napi::CallbackInfo& info, size_t i) {
+  const int a = static_cast<int>(num(info, i));
+  if (a < 0 || a > 4) throw_code(info.Env(), "E_ARG", "unknown activation");
+  return static_cast<Activation>(a);
+}
+
+// ---- async
+
+struct NativeError {
+  const char* code;
+  std::string message;
+};
+
+class Task : public Napi::AsyncWorker {
+ public:
+  Task(Napi::Env env, std::function<void()> fn, const Napi::CallbackInfo& info)
+      : Napi::AsyncWorker(env, "chimera"), fn_(std::move(fn)), deferred_(Napi::Promise::Deferred::New(env)) {
+    for (size_t i = 0; i < info.Length(); ++i)
+      if (info[i].IsObject() || info[i].IsExternal()) refs_.push_back(Napi::Persistent(info[i].ToObject()));
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      fn_();
+    } catch (const NativeError& e) {
+      code_ = e.code;
+      SetError(e.message);
+    } catch (const std::exception& e) {
+      code_ = "E_NATIVE";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override {
+    e.Set("code", Napi::String::New(Env(), code_));
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  std::function<void()> fn_;
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::ObjectReference> refs_;
+  const char* code_ = "E_NATIVE";
+};
+
+// Runs fn now (errors become JS exceptions) or on the libuv pool (errors reject the returned Promise).
+Napi::Value run(const Napi::CallbackInfo& info, bool async, std::function<void()> fn) {
+  if (!async) {
+    try {
+      fn();
+    } catch (const NativeError& e) {
+      throw_code(info.Env(), e.code, e.message);
+    } catch (const std::bad_alloc&) {
+      throw_code(info.Env(), "E_NATIVE", "out of memory");
+    }
+    return info.Env().Undefined();
+  }
+  auto* task = new Task(info.Env(), std::move(fn), info);
+  Napi::Promise p = task->promise();
+  task->Queue();
+  return p;
+}
+
+// ---- handles: type-tagged externals, so one kind of handle can never be read as another
+
+const napi_type_tag kS8Tag = {0x6368696d65726131ULL, 0x7061636b65647338ULL};
+const napi_type_tag kF32Tag = {0x6368696d65726131ULL, 0x7061636b65646633ULL};
+
+template <typename T>
+Napi::Value wrap(Napi::Env env, T* p, const napi_type_tag& tag) {
+  auto ext = Napi::External<T>::New(env, p, [](Napi::Env e, T* q) {
+    Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(q->bytes));
+    delete q;
+  });
+  napi_type_tag_object(env, ext, &tag);
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(p->bytes));
+  return ext;
+}
+
+template <typename T>
+T* unwrap(const Napi::CallbackInfo& info, size_t i, const napi_type_tag& tag, const char* what) {
+  bool ok = false;
+  if (info[i].IsExternal()) napi_check_object_type_tag(info.Env(), info[i], &tag, &ok);
+  if (!ok) throw_code(info.Env(), "E_ARG", std::string("expected a handle from ") + what);
+  return info[i].As<Napi::External<T>>().Data();
+}
+
+// Per-thread buffers for activations quantised on the fly; they grow once and are reused.
+struct QScratch {
+  std::vector<int8_t> q;
+  std::vector<float> scales;
+  std::vector<int32_t> sums;
+};
+thread_local QScratch t_scratch;
+
+// ---- functions
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", isa_name(current_isa()));
+  Napi::Object f = Napi::Object::New(env);
+  for (const auto& kv : cpu_features().list()) f.Set(kv.first, kv.second);
+  o.Set("features", f);
+  Napi::Array supported = Napi::Array::New(env);
+  Napi::Array compiled = Napi::Array::New(env);
+  for (int i = 0; i < kIsaCount; ++i) {
+    const Isa isa = static_cast<Isa>(i);
+    if (isa_compiled(isa)) compiled.Set(compiled.Length(), isa_name(isa));
+    if (isa_compiled(isa) && isa_supported(isa)) supported.Set(supported.Length(), isa_name(isa));
+  }
+  o.Set("supported", supported);
+  o.Set("compiled", compiled);
+  return o;
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw_code(env, "E_ARG", "isa must be a string");
+  const std::string name = info[0].As<Napi::String>();
+  Isa isa = best_isa();
+  if (name != "auto" && !isa_from_name(name, &isa))
+    throw_code(env, "E_ISA", "unknown instruction set '" + name + "'; use scalar, avx2, avx512vnni or auto");
+  if (!set_isa(isa))
+    throw_code(env, "E_ISA", "this CPU (or this build) cannot run " + name + "; best available: " + isa_name(best_isa()));
+  return Napi::String::New(env, isa_name(current_isa()));
+}
+
+Napi::Value GetIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(current_isa())); }
+
+Napi::Value KernelCounters(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  for (int op = 0; op < static_cast<int>(Op::kCount); ++op)
+    for (int i = 0; i < kIsaCount; ++i) {
+      const std::string key = std::string(op_name(static_cast<Op>(op))) + ":" + isa_name(static_cast<Isa>(i));
+      o.Set(key, static_cast<double>(kernel_count(static_cast<Op>(op), static_cast<Isa>(i))));
+    }
+  return o;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  const size_t n = dim(info, 0, "threads");
+  if (n > 256) throw_code(info.Env(), "E_ARG", "threads must be in 1..256");
+  set_threads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), get_threads()); }
+
+// norm(kind, x, residual, bias, gamma, beta, cols, eps, out, sumOut, qData, qScales, qSums, qStride)
+Napi::Value Norm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  NormArgs a;
+  a.rms = num(info, 0) == 1;
+  const size_t cols = dim(info, 6, "cols");
+  size_t len = 0;
+  a.x = arr<float>(info, 1, "x", 0, false, false, &len);
+  if (len == 0 || len % cols) throw_code(env, "E_SHAPE", "x length is not a positive multiple of cols");
+  a.rows = len / cols;
+  a.cols = cols;
+  a.residual = arr<float>(info, 2, "residual", len, true);
+  a.bias = arr<float>(info, 3, "bias", cols, true);
+  a.gamma = arr<float>(info, 4, "gamma", cols);
+  a.beta = arr<float>(info, 5, "beta", cols, true);
+  a.eps = static_cast<float>(num(info, 7));
+  a.out = arr<float>(info, 8, "out", len);
+  a.sum_out = arr<float>(info, 9, "sumOut", len, true);
+  if (!(info[10].IsNull() || info[10].IsUndefined())) {
+    a.q_stride = dim(info, 13, "qStride");
+    if (a.q_stride < cols || a.q_stride % 4) throw_code(env, "E_SHAPE", "qStride must be cols rounded up to 4");
+    a.q = arr<int8_t>(info, 10, "quantizeTo.data", checked_mul(env, a.rows, a.q_stride));
+    a.q_scales = arr<float>(info, 11, "quantizeTo.scales", a.rows);
+    a.q_sums = arr<int32_t>(info, 12, "quantizeTo.sums", a.rows);
+  }
+  if (!norm(a)) throw_code(env, "E_RANGE", "the normalised output holds NaN or Inf, so it cannot be quantised to int8");
+  return env.Undefined();
+}
+
+Napi::Value DynamicQuantizeLinear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t n = 0;
+  const float* x = arr<float>(info, 0, "x", 0, false, false, &n);
+  uint8_t* y = arr<uint8_t>(info, 1, "y", n);
+  float scale = 0;
+  uint8_t zp = 0;
+  if (n == 0) throw_code(env, "E_SHAPE", "x must not be empty");
+  if (!dynamic_quantize_linear(x, n, y, &scale, &zp)) throw_code(env, "E_RANGE", "x holds NaN or Inf");
+  Napi::Array r = Napi::Array::New(env, 2);
+  r.Set(0u, Napi::Number::New(env, scale));
+  r.Set(1u, Napi::Number::New(env, zp));
+  return r;
+}
+
+// quantizeRows(x, rows, cols, data, scales, sums, stride)
+Napi::Value QuantizeRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t rows = dim(info, 1, "rows"), cols = dim(info, 2, "cols"), stride = dim(info, 6, "stride");
+  if (stride < cols || stride % 4) throw_code(env, "E_SHAPE", "stride must be cols rounded up to 4");
+  const float* x = arr<float>(info, 0, "x", checked_mul(env, rows, cols));
+  int8_t* q = arr<int8_t>(info, 3, "data", checked_mul(env, rows, stride));
+  float* scales = arr<float>(info, 4, "scales", rows);
+  int32_t* sums = arr<int32_t>(info, 5, "sums", rows);
+  if (!quantize_rows(x, rows, cols, q, stride, scales, sums)) throw_code(env, "E_RANGE", "x holds NaN or Inf");
+  return env.Undefined();
+}
+
+// matmulInteger(a, aSigned, m, k, b, bSigned, n, aZp, bZp, out, async)
+Napi::Value MatmulInteger(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool as = flag(info, 1), bs = flag(info, 5);
+  const size_t m = dim(info, 2, "m"), k = dim(info, 3, "k"), n = dim(info, 6, "n");
+  const void* a = as ? static_cast<const void*>(arr<int8_t>(info, 0, "a", checked_mul(env, m, k)))
+                     : static_cast<const void*>(arr<uint8_t>(info, 0, "a", checked_mul(env, m, k)));
+  const void* b = bs ? static_cast<const void*>(arr<int8_t>(info, 4, "b", checked_mul(env, k, n)))
+                     : static_cast<const void*>(arr<uint8_t>(info, 4, "b", checked_mul(env, k, n)));
+  size_t az_len = 0, bz_len = 0;
+  const int32_t* az = arr<int32_t>(info, 7, "aZeroPoint", 1, false, false, &az_len);
+  const int32_t* bz = arr<int32_t>(info, 8, "bZeroPoint", 1, false, false, &bz_len);
+  if (az_len != 1 && az_len != m) throw_code(env, "E_SHAPE", "aZeroPoint must have 1 or M entries");
+  if (bz_len != 1 && bz_len != n) throw_code(env, "E_SHAPE", "bZeroPoint must have 1 or N entries");
+  int32_t* c = arr<int32_t>(info, 9, "out", checked_mul(env, m, n));
+  return run(info, flag(info, 10), [=] { matmul_integer(a, as, m, k, b, bs, n, az, az_len, bz, bz_len, c); });
+}
+
+Napi::Value PackS8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t n = dim(info, 1, "n"), k = dim(info, 2, "k");
+  const float* w = arr<float>(info, 0, "w", checked_mul(env, n, k));
+  return wrap(env, pack_s8(w, n, k), kS8Tag);
+}
+
+Napi::Value PackedS8Info(const Napi::CallbackInfo& info) {
+  PackedS8* p = unwrap<PackedS8>(info, 0, kS8Tag, "packInt8Weights");
+  float* scales = arr<float>(info, 1, "scales", p->n);
+  std::copy(p->scales, p->scales + p->n, scales);
+  return Napi::Number::New(info.Env(), static_cast<double>(p->bytes + p->n * sizeof(float)));
+}
+
+Napi::Value UnpackS8(const Napi::CallbackInfo& info) {
+  PackedS8* p = unwrap<PackedS8>(info, 0, kS8Tag, "packInt8Weights");
+  unpack_s8(*p, arr<int8_t>(info, 1, "out", p->n * p->k));
+  return info.Env().Undefined();
+}
+
+// linearS8(h, x, qData, qScales, qSums, qStride, rows, bias, act, out, async)
+Napi::Value LinearS8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PackedS8* w = unwrap<PackedS8>(info, 0, kS8Tag, "packInt8Weights");
+  const size_t rows = dim(info, 6, "rows");
+  const float* bias = arr<float>(info, 7, "bias", w->n, true);
+  const Activation act = activation(info, 8);
+  float* out = arr<float>(info, 9, "out", checked_mul(env, rows, w->n));
+  const bool async = flag(info, 10);
+  const float* x = arr<float>(info, 1, "x", checked_mul(env, rows, w->k), true);
+  if (x) {
+    const size_t stride = w->kp, k = w->k;
+    return run(info, async, [=] {
+      QScratch& s = t_scratch;
+      if (s.q.size() < rows * stride) s.q.resize(rows * stride);
+      if (s.scales.size() < rows) s.scales.resize(rows), s.sums.resize(rows);
+      if (!quantize_rows(x, rows, k, s.q.data(), stride, s.scales.data(), s.sums.data()))
+        throw NativeError{"E_RANGE", "x holds NaN or Inf, which int8 cannot represent"};
+      linear_s8(*w, s.q.data(), stride, s.scales.data(), s.sums.data(), rows, bias, act, out);
+    });
+  }
+  const size_t stride = dim(info, 5, "qStride");
+  if (stride < w->kp || stride % 4) throw_code(env, "E_SHAPE", "quantised rows have the wrong stride");
+  const int8_t* q = arr<int8_t>(info, 2, "x.data", checked_mul(env, rows, stride));
+  const float* qs = arr<float>(info, 3, "x.scales", rows);
+  const int32_t* qsum = arr<int32_t>(info, 4, "x.sums", rows);
+  return run(info, async, [=] { linear_s8(*w, q, stride, qs, qsum, rows, bias, act, out); });
+}
+
+// gemmS8Raw(h, qData, qSums, qStride, rows, out)
+Napi::Value GemmS8Raw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PackedS8* w = unwrap<PackedS8>(info, 0, kS8Tag, "packInt8Weights");
+  const size_t stride = dim(info, 3, "qStride"), rows = dim(info, 4, "rows");
+  if (stride < w->kp || stride % 4) throw_code(env, "E_SHAPE", "quantised rows have the wrong stride");
+  const int8_t* q = arr<int8_t>(info, 1, "q.data", checked_mul(env, rows, stride));
+  const int32_t* sums = arr<int32_t>(info, 2, "q.sums", rows);
+  int32_t* out = arr<int32_t>(info, 5, "out", checked_mul(env, rows, w->n));
+  std::vector<float> ones(rows, 1.0f);
+  linear_s8(*w, q, stride, ones.data(), sums, rows, nullptr, Activation::None, nullptr, out);
+  return env.Undefined();
+}
+
+Napi::Value PackF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t n = dim(info, 1, "n"), k = dim(info, 2, "k");
+  const float* w = arr<float>(info, 0, "w", checked_mul(env, n, k));
+  return wrap(env, pack_f32(w, n, k, false), kF32Tag);
+}
+
+// linearF32(h, x, rows, bias, act, out, async)
+Napi::Value LinearF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PackedF32* w = unwrap<PackedF32>(info, 0, kF32Tag, "packFp32Weights");
+  const size_t rows = dim(info, 2, "rows");
+  const float* x = arr<float>(info, 1, "x", checked_mul(env, rows, w->k));
+  const float* bias = arr<float>(info, 3, "bias", w->n, true);
+  const Activation act = activation(info, 4);
+  float* out = arr<float>(info, 5, "out", checked_mul(env, rows, w->n));
+  return run(info, flag(info, 6), [=] { linear_f32(*w, x, rows, bias, act, out); });
+}
+
+// sgemm(a, b, m, n, k, transA, transB, alpha, beta, out, async)
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t m = dim(info, 2, "m"), n = dim(info, 3, "n"), k = dim(info, 4, "k");
+  const float* a = arr<float>(info, 0, "a", checked_mul(env, m, k));
+  const float* b = arr<float>(info, 1, "b", checked_mul(env, k, n));
+  const bool ta = flag(info, 5), tb = flag(info, 6);
+  const float alpha = static_cast<float>(num(info, 7)), beta = static_cast<float>(num(info, 8));
+  float* c = arr<float>(info, 9, "out", checked_mul(env, m, n));
+  return run(info, flag(info, 10), [=] { sgemm(a, b, m, n, k, ta, tb, alpha, beta, c); });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  const char* err = init_isa_from_env();
+  if (*err) throw_code(env, "E_ISA", err);
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("getIsa", Napi::Function::New(env, GetIsa));
+  exports.Set("kernelCounters", Napi::Function::New(env, KernelCounters));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("norm", Napi::Function::New(env, Norm));
+  exports.Set("dynamicQuantizeLinear", Napi::Function::New(env, DynamicQuantizeLinear));
+  exports.Set("quantizeRows", Napi::Function::New(env, QuantizeRows));
+  exports.Set("matmulInteger", Napi::Function::New(env, MatmulInteger));
+  exports.Set("packS8", Napi::Function::New(env, PackS8));
+  exports.Set("packedS8Info", Napi::Function::New(env, PackedS8Info));
+  exports.Set("unpackS8", Napi::Function::New(env, UnpackS8));
+  exports.Set("linearS8", Napi::Function::New(env, LinearS8));
+  exports.Set("gemmS8Raw", Napi::Function::New(env, GemmS8Raw));
+  exports.Set("packF32", Napi::Function::New(env, PackF32));
+  exports.Set("linearF32", Napi::Function::New(env, LinearF32));
+  exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(chimera, Init)

@@ -1,0 +1,50 @@
+// Per-ISA kernel table: one instance per compiled ISA (kernels/kernels_<isa>.cpp), filled from the same
+// source (kernels/kernels.inl). Entry points in kernels.h split work into ranges and call through it.
+#pragma once
+#include "chimera/kernels.h"
+
+namespace chimera {
+
+struct S8Epilogue {
+  const float* a_scales;  // [rows]
+  const int32_t* a_sums;  // [rows] sum of each quantised row (for the u8 = s8 + 128 correction)
+  const float* bias;      // [n] or null
+  Activation act;
+  float* out;             // [rows, n]
+  int32_t* raw;           // when set: exact int32 results instead of out
+};
+
+struct F32Epilogue {
+  float alpha, beta;  // out = alpha * acc + beta * out (beta == 0 never reads out)
+  const float* bias;  // [n] or null
+  Activation act;
+  float* out;
+  size_t ldo;
+  Op op;  // which counter to bump (GemmF32 for linear, Sgemm for sgemm)
+};
+
+struct KernelTable {
+  Isa isa;
+  // rows [r0, r1) of a norm; returns false if fused quantisation met a non-finite value
+  bool (*norm_rows)(const NormArgs& a, size_t r0, size_t r1);
+  bool (*quantize_rows)(const float* x, size_t cols, size_t r0, size_t r1, int8_t* q, size_t stride, float* scales,
+                        int32_t* sums);
+  // min and max of x; false on NaN or Inf
+  bool (*min_max)(const float* x, size_t n, float* mn, float* mx);
+  void (*dql_apply)(const float* x, size_t n, float scale, int zp, uint8_t* y);
+  // c[m, n] = sum_k a16[m, k] * bt16[n, k] over kp (a multiple of 32) for rows [m0, m1)
+  void (*dot_s16)(const int16_t* a, const int16_t* bt, size_t kp, size_t n, int32_t* c, size_t m0, size_t m1);
+  // panels [p0, p1) of an int8 GEMM over all rows
+  void (*gemm_s8)(const PackedS8& w, const int8_t* q, size_t stride, size_t rows, size_t p0, size_t p1,
+                  const S8Epilogue& ep);
+  // panels [p0, p1) of an fp32 GEMM with packed b ([panels][k][16]) over all rows of a (row-major, lda)
+  void (*gemm_f32)(const float* a, size_t lda, size_t rows, const float* b, size_t k, size_t n, size_t p0, size_t p1,
+                   const F32Epilogue& ep);
+};
+
+const KernelTable& kernels_scalar();
+const KernelTable& kernels_avx2();
+const KernelTable& kernels_avx512();
+const KernelTable& kernels();  // the current table
+
+}  // namespace chimera

@@ -1,0 +1,95 @@
+// The device-neutral kernel interface. Callers (the binding, and later the decoder) use these entry points;
+// each one validates nothing, splits work over the thread pool and calls the current ISA's table.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "chimera/cpu.h"
+
+namespace chimera {
+
+enum class Activation : int { None = 0, Relu = 1, Silu = 2, Gelu = 3, GeluTanh = 4 };
+
+// Counted kernel entry points, so a test can prove which ISA path actually ran.
+enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, kCount };
+const char* op_name(Op op);
+void count_kernel(Op op, Isa isa);
+uint64_t kernel_count(Op op, Isa isa);
+
+// ---- norms (norm.h semantics): out = norm(x + residual + bias) * gamma + beta, optional fused int8 output.
+struct NormArgs {
+  bool rms = false;
+  const float* x = nullptr;
+  const float* residual = nullptr;  // optional
+  const float* bias = nullptr;      // optional, [cols]
+  const float* gamma = nullptr;     // [cols]
+  const float* beta = nullptr;      // optional, [cols]
+  size_t rows = 0, cols = 0;
+  float eps = 1e-5f;
+  float* out = nullptr;
+  float* sum_out = nullptr;  // optional: receives x + residual + bias
+  int8_t* q = nullptr;       // optional fused quantisation: [rows, q_stride]
+  float* q_scales = nullptr;
+  int32_t* q_sums = nullptr;
+  size_t q_stride = 0;
+};
+// Returns false when the fused quantisation met a non-finite value (the float output is still written).
+bool norm(const NormArgs& args);
+
+// ---- quantisation
+// Symmetric per-row int8: scale = max|x| / 127, q = round_half_even(x / scale). Rows are zero padded to
+// `stride`. Returns false on NaN or Inf.
+bool quantize_rows(const float* x, size_t rows, size_t cols, int8_t* q, size_t stride, float* scales, int32_t* sums);
+// ONNX DynamicQuantizeLinear. Returns false on NaN or Inf.
+bool dynamic_quantize_linear(const float* x, size_t n, uint8_t* y, float* scale, uint8_t* zero_point);
+// ONNX MatMulInteger; a_zp has 1 or m entries, b_zp 1 or n.
+void matmul_integer(const void* a, bool a_signed, size_t m, size_t k, const void* b, bool b_signed, size_t n,
+                    const int32_t* a_zp, size_t a_zp_len, const int32_t* b_zp, size_t b_zp_len, int32_t* c);
+
+// ---- int8 linear layers
+// Weights [n, k] quantised per output channel and packed in panels of 16 channels x (k rounded up to 4):
+// each 64-byte row of a panel holds 4 consecutive k for each of its 16 channels, stored as u8 = s8 + 128 so
+// that AVX-512 VNNI (u8 x s8) can take them as its unsigned operand.
+struct PackedS8 {
+  size_t n = 0, k = 0, kp = 0, panels = 0;
+  uint8_t* data = nullptr;
+  float* scales = nullptr;  // [n]
+  size_t bytes = 0;
+  PackedS8() = default;
+  PackedS8(const PackedS8&) = delete;
+  PackedS8& operator=(const PackedS8&) = delete;
+  ~PackedS8();
+};
+PackedS8* pack_s8(const float* w, size_t n, size_t k);
+void unpack_s8(const PackedS8& p, int8_t* out);  // [n, k]
+
+// out[rows, n] = act((q . Wq^T) * q_scale[row] * w_scale[col] + bias). If raw != nullptr the exact int32
+// accumulators are written there instead (and out, bias, act are ignored).
+void linear_s8(const PackedS8& w, const int8_t* q, size_t q_stride, const float* q_scales, const int32_t* q_sums,
+               size_t rows, const float* bias, Activation act, float* out, int32_t* raw = nullptr);
+
+// ---- fp32 linear layers and GEMM
+struct PackedF32 {
+  size_t n = 0, k = 0, panels = 0;
+  float* data = nullptr;  // [panels][k][16]
+  size_t bytes = 0;
+  PackedF32() = default;
+  PackedF32(const PackedF32&) = delete;
+  PackedF32& operator=(const PackedF32&) = delete;
+  ~PackedF32();
+};
+// w is [n, k] (Linear layout) when !k_major, or [k, n] when k_major.
+PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major);
+void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out);
+// c[m, n] = alpha * op(a) . op(b) + beta * c
+void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,
+           float beta, float* c);
+
+// ---- dispatch
+Isa current_isa();
+// Returns false (and changes nothing) when the ISA is unsupported here.
+bool set_isa(Isa isa);
+// Reads CHIMERA_ISA; returns an error message, or an empty string when fine.
+const char* init_isa_from_env();
+
+}  // namespace chimera

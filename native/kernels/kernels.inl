@@ -1,0 +1,599 @@
+// The kernels, written once over simd.inl and compiled once per ISA by kernels_<isa>.cpp, which defines
+// CHIMERA_LEVEL and CHIMERA_NS before including this file. Only the int8 GEMM microkernel differs in kind
+// between ISAs (VNNI u8 x s8 dot products versus the AVX2 sign trick); everything else is the same code.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+#include "chimera/kernel_table.h"
+#include "simd.inl"
+
+namespace chimera {
+namespace CHIMERA_NS {
+
+using namespace simd;
+constexpr Isa kIsa = static_cast<Isa>(CHIMERA_LEVEL);
+
+// ------------------------------------------------------------------------------------------------ norms
+
+// Fallback for rows whose float mean or variance overflows (|x| around 1e19 and beyond): fp64 throughout.
+// NaN or Inf inputs also land here and come out as an all-NaN row, the documented policy.
+static void norm_row_f64(const NormArgs& a, const float* s, float* out) {
+  const size_t n = a.cols;
+  double mean = 0, var = 0;
+  if (!a.rms) {
+    for (size_t i = 0; i < n; ++i) mean += s[i];
+    mean /= static_cast<double>(n);
+  }
+  for (size_t i = 0; i < n; ++i) var += (s[i] - mean) * (s[i] - mean);
+  var /= static_cast<double>(n);
+  const double rstd = 1.0 / std::sqrt(var + a.eps);
+  for (size_t i = 0; i < n; ++i) {
+    double v = (s[i] - mean) * rstd * a.gamma[i];
+    if (a.beta) v += a.beta[i];
+    out[i] = static_cast<float>(v);
+  }
+}
+
+static bool quantize_row(const float* x, size_t n, int8_t* q, size_t stride, float* scale_out, int32_t* sum_out);
+
+static bool norm_rows(const NormArgs& a, size_t r0, size_t r1) {
+  count_kernel(a.rms ? Op::RmsNorm : Op::LayerNorm, kIsa);
+  const size_t n = a.cols;
+  const size_t nv = n - n % W;
+  bool ok = true;
+  for (size_t r = r0; r < r1; ++r) {
+    const float* x = a.x + r * n;
+    float* out = a.out + r * n;
+    // s = x + residual + bias, written where the caller wants the pre-norm sum, else into out
+    const float* s = x;
+    vf acc0 = zero(), acc1 = zero();
+    if (a.residual || a.bias || a.sum_out) {
+      float* dst = a.sum_out ? a.sum_out + r * n : out;
+      const float* res = a.residual ? a.residual + r * n : nullptr;
+      size_t i = 0;
+      for (; i < nv; i += W) {
+        vf v = load(x + i);
+        if (res) v = add(v, load(res + i));
+        if (a.bias) v = add(v, load(a.bias + i));
+        store(dst + i, v);
+        acc0 = add(acc0, v);
+      }
+      if (i < n) {
+        vf v = load_tail(x + i, n - i);
+        if (res) v = add(v, load_tail(res + i, n - i));
+        if (a.bias) v = add(v, load_tail(a.bias + i, n - i));
+        store_tail(dst + i, v, n - i);
+        acc1 = add(acc1, v);
+      }
+      s = dst;
+    } else if (!a.rms) {
+      size_t i = 0;
+      for (; i + 2 * W <= n; i += 2 * W) {
+        acc0 = add(acc0, load(x + i));
+        acc1 = add(acc1, load(x + i + W));
+      }
+      for (; i < nv; i += W) acc0 = add(acc0, load(x + i));
+      if (i < n) acc1 = add(acc1, load_tail(x + i, n - i));
+    }
+    const float mean = a.rms ? 0.0f : hsum(add(acc0, acc1)) / static_cast<float>(n);
+    // second pass: centred sum of squares (two-pass for accuracy when |mean| >> std)
+    const vf vm = set1(mean);
+    vf s0 = zero(), s1 = zero();
+    size_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+      const vf d0 = sub(load(s + i), vm), d1 = sub(load(s + i + W), vm);
+      s0 = fmadd(d0, d0, s0);
+      s1 = fmadd(d1, d1, s1);
+    }
+    for (; i < nv; i += W) {
+      const vf d = sub(load(s + i), vm);
+      s0 = fmadd(d, d, s0);
+    }
+    if (i < n) {
+      const vf d = sub(load_tail(s + i, n - i), set1(mean));
+#if CHIMERA_LEVEL == 2
+      const vf dm = _mm512_maskz_mov_ps(tail_mask(n - i), d);  // masked-out lanes loaded 0, so 0 - mean: clear
+#elif CHIMERA_LEVEL == 1
+      const vf dm = _mm256_and_ps(d, _mm256_castsi256_ps(tail_mask(n - i)));
+#else
+      const vf dm = d;
+#endif
+      s1 = fmadd(dm, dm, s1);
+    }
+    const float var = hsum(add(s0, s1)) / static_cast<float>(n);
+    if (!std::isfinite(mean) || !std::isfinite(var)) {
+      norm_row_f64(a, s, out);
+    } else {
+      const float rstd = 1.0f / std::sqrt(var + a.eps);
+      const vf vr = set1(rstd);
+      size_t j = 0;
+      for (; j < nv; j += W) {
+        const vf v = mul(sub(load(s + j), vm), vr);
+        const vf b = a.beta ? load(a.beta + j) : zero();
+        store(out + j, fmadd(v, load(a.gamma + j), b));
+      }
+      if (j < n) {
+        const size_t t = n - j;
+        const vf v = mul(sub(load_tail(s + j, t), vm), vr);
+        const vf b = a.beta ? load_tail(a.beta + j, t) : zero();
+        store_tail(out + j, fmadd(v, load_tail(a.gamma + j, t), b), t);
+      }
+    }
+    if (a.q && !quantize_row(out, n, a.q + r * a.q_stride, a.q_stride, a.q_scales + r, a.q_sums + r)) ok = false;
+  }
+  return ok;
+}
+
+// ------------------------------------------------------------------------------------------------ quantisation
+
+static bool abs_max(const float* x, size_t n, float* out) {
+  vf m0 = zero(), m1 = zero();
+  bool nan = false;
+  size_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const vf a = load(x + i), b = load(x + i + W);
+    nan |= any_nan(add(a, b));  // any NaN operand makes the sum NaN
+    m0 = max(m0, abs(a));
+    m1 = max(m1, abs(b));
+  }
+  for (; i + W <= n; i += W) {
+    const vf a = load(x + i);
+    nan |= any_nan(a);
+    m0 = max(m0, abs(a));
+  }
+  if (i < n) {
+    const vf a = load_tail(x + i, n - i);
+    nan |= any_nan(a);
+    m1 = max(m1, abs(a));
+  }
+  *out = hmax(max(m0, m1));
+  return !nan && std::isfinite(*out);
+}
+
+// x / scale rounded half to even (the current rounding mode), clamped to [-127, 127], stored as int8;
+// returns the sum of the stored values.
+static int32_t quantize_store(const float* x, size_t n, float scale, int8_t* q) {
+  size_t i = 0;
+  int32_t sum = 0;
+#if CHIMERA_LEVEL == 2
+  const vf vs = set1(scale);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  __m512i vsum = _mm512_setzero_si512();
+  for (; i < n; i += 16) {
+    const size_t t = std::min<size_t>(16, n - i);
+    const __mmask16 m = tail_mask(t);
+    __m512i v = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    vsum = _mm512_add_epi32(vsum, v);
+    _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(v));
+  }
+  sum = _mm512_reduce_add_epi32(vsum);
+#elif CHIMERA_LEVEL == 1
+  const vf vs = set1(scale);
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  __m256i vsum = _mm256_setzero_si256();
+  for (; i + 8 <= n; i += 8) {
+    __m256i v = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(x + i), vs));
+    v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+    vsum = _mm256_add_epi32(vsum, v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(w, w));
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), vsum);
+  for (int l = 0; l < 8; ++l) sum += lanes[l];
+#endif
+  for (; i < n; ++i) {
+    int v = static_cast<int>(std::nearbyint(x[i] / scale));
+    v = std::min(127, std::max(-127, v));
+    q[i] = static_cast<int8_t>(v);
+    sum += v;
+  }
+  return sum;
+}
+
+static bool quantize_row(const float* x, size_t n, int8_t* q, size_t stride, float* scale_out, int32_t* sum_out) {
+  float amax;
+  if (!abs_max(x, n, &amax)) return false;
+  std::memset(q + n, 0, stride - n);
+  if (amax == 0.0f) {
+    std::memset(q, 0, n);
+    *scale_out = 0.0f;
+    *sum_out = 0;
+    return true;
+  }
+  const float scale = amax / 127.0f;
+  *scale_out = scale;
+  *sum_out = quantize_store(x, n, scale, q);
+  return true;
+}
+
+static bool quantize_rows(const float* x, size_t cols, size_t r0, size_t r1, int8_t* q, size_t stride, float* scales,
+                          int32_t* sums) {
+  count_kernel(Op::QuantizeRows, kIsa);
+  bool ok = true;
+  for (size_t r = r0; r < r1; ++r) ok &= quantize_row(x + r * cols, cols, q + r * stride, stride, scales + r, sums + r);
+  return ok;
+}
+
+static bool min_max(const float* x, size_t n, float* mn, float* mx) {
+  count_kernel(Op::Dql, kIsa);
+  vf lo = zero(), hi = zero();  // ONNX DynamicQuantizeLinear always includes 0 in the range
+  bool nan = false;
+  size_t i = 0;
+  for (; i + W <= n; i += W) {
+    const vf a = load(x + i);
+    nan |= any_nan(a);
+    lo = min(lo, a);
+    hi = max(hi, a);
+  }
+  if (i < n) {
+    const vf a = load_tail(x + i, n - i);  // zero-filled lanes do not change a range that includes 0
+    nan |= any_nan(a);
+    lo = min(lo, a);
+    hi = max(hi, a);
+  }
+  *mn = hmin(lo);
+  *mx = hmax(hi);
+  return !nan && std::isfinite(*mn) && std::isfinite(*mx);
+}
+
+static void dql_apply(const float* x, size_t n, float scale, int zp, uint8_t* y) {
+  size_t i = 0;
+#if CHIMERA_LEVEL == 2
+  const vf vs = set1(scale);
+  const __m512i vz = _mm512_set1_epi32(zp), lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask(std::min<size_t>(16, n - i));
+    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), vs)), vz);
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(v));
+  }
+#elif CHIMERA_LEVEL == 1
+  const vf vs = set1(scale);
+  const __m256i vz = _mm256_set1_epi32(zp);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(x + i), vs)), vz);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), _mm_packus_epi16(w, w));  // saturates to [0, 255]
+  }
+#endif
+  for (; i < n; ++i) {
+    const int v = static_cast<int>(std::nearbyint(x[i] / scale)) + zp;
+    y[i] = static_cast<uint8_t>(std::min(255, std::max(0, v)));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ int16 dots
+
+static void dot_s16(const int16_t* a, const int16_t* bt, size_t kp, size_t n, int32_t* c, size_t m0, size_t m1) {
+  count_kernel(Op::MatmulInteger, kIsa);
+  for (size_t m = m0; m < m1; ++m) {
+    const int16_t* ar = a + m * kp;
+    for (size_t j = 0; j < n; ++j) {
+      const int16_t* br = bt + j * kp;
+#if CHIMERA_LEVEL == 2
+      __m512i acc = _mm512_setzero_si512();
+      for (size_t k = 0; k < kp; k += 32)
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_loadu_si512(ar + k), _mm512_loadu_si512(br + k)));
+      c[m * n + j] = _mm512_reduce_add_epi32(acc);
+#elif CHIMERA_LEVEL == 1
+      __m256i acc = _mm256_setzero_si256();
+      for (size_t k = 0; k < kp; k += 16)
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + k)),
+                                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(br + k))));
+      alignas(32) int32_t lanes[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+      int32_t s = 0;
+      for (int l = 0; l < 8; ++l) s += lanes[l];
+      c[m * n + j] = s;
+#else
+      int32_t s = 0;
+      for (size_t k = 0; k < kp; ++k) s += static_cast<int32_t>(ar[k]) * br[k];
+      c[m * n + j] = s;
+#endif
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ GEMM epilogues
+
+// One row of a tile: cols [c0, c0 + w) of the output, from int32 accumulators `acc` (w values).
+static inline void s8_store_row(const S8Epilogue& ep, const PackedS8& wt, size_t row, size_t c0, size_t w,
+                                const int32_t* acc, int32_t correction) {
+  const size_t n = wt.n;
+  if (ep.raw) {
+    for (size_t c = 0; c < w; ++c) ep.raw[row * n + c0 + c] = acc[c] - correction;
+    return;
+  }
+  const float sa = ep.a_scales[row];
+  float* out = ep.out + row * n + c0;
+  size_t c = 0;
+#if CHIMERA_LEVEL == 2
+  const __m512i corr = _mm512_set1_epi32(correction);
+  for (; c < w; c += 16) {
+    const size_t t = std::min<size_t>(16, w - c);
+    const __mmask16 m = tail_mask(t);
+    const vf dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + c), corr));
+    const vf sc = mul(set1(sa), _mm512_maskz_loadu_ps(m, wt.scales + c0 + c));
+    vf y = ep.bias ? fmadd(dot, sc, _mm512_maskz_loadu_ps(m, ep.bias + c0 + c)) : mul(dot, sc);
+    _mm512_mask_storeu_ps(out + c, m, activate(y, ep.act));
+  }
+#elif CHIMERA_LEVEL == 1
+  const __m256i corr = _mm256_set1_epi32(correction);
+  for (; c < w; c += 8) {
+    const size_t t = std::min<size_t>(8, w - c);
+    const vf dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c)), corr));
+    const vf sc = mul(set1(sa), load_tail(wt.scales + c0 + c, t));
+    vf y = ep.bias ? fmadd(dot, sc, load_tail(ep.bias + c0 + c, t)) : mul(dot, sc);
+    store_tail(out + c, activate(y, ep.act), t);
+  }
+#else
+  for (; c < w; ++c) {
+    float y = static_cast<float>(acc[c] - correction) * (sa * wt.scales[c0 + c]);
+    if (ep.bias) y += ep.bias[c0 + c];
+    out[c] = activate(y, ep.act);
+  }
+#endif
+}
+
+static inline void f32_store_row(const F32Epilogue& ep, size_t n, size_t row, size_t c0, size_t w, const float* acc) {
+  float* out = ep.out + row * ep.ldo + c0;
+  size_t c = 0;
+  for (; c < w; c += W) {
+    const size_t t = std::min<size_t>(W, w - c);
+    vf y = load(acc + c);
+    if (ep.alpha != 1.0f) y = mul(y, set1(ep.alpha));
+    if (ep.beta != 0.0f) y = fmadd(load_tail(out + c, t), set1(ep.beta), y);
+    if (ep.bias) y = add(y, load_tail(ep.bias + c0 + c, t));
+    y = activate(y, ep.act);
+    if (t == static_cast<size_t>(W)) store(out + c, y); else store_tail(out + c, y, t);
+  }
+  (void)n;
+}
+
+// ------------------------------------------------------------------------------------------------ int8 GEMM
+
+#if CHIMERA_LEVEL == 2
+// MR rows x NR panels (16 channels each): acc += u8(W) . s8(x) four k at a time with vpdpbusd. The weights
+// are u8 = s8 + 128, so the result carries 128 * sum_k x[k], removed per row in the epilogue.
+template <int MR, int NR>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p, const S8Epilogue& ep) {
+  const size_t kq = wt.kp / 4;
+  const size_t pstride = wt.kp * 16;
+  const uint8_t* b = wt.data + p * pstride;
+  const int8_t* a = q + row0 * stride;
+  __m512i acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_si512();
+  for (size_t k = 0; k < kq; ++k) {
+    __m512i bv[NR];
+    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_si512(b + j * pstride + k * 64);
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * stride + k * 4, 4);
+      const __m512i av = _mm512_set1_epi32(a4);
+      for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], bv[j], av);
+    }
+  }
+  alignas(64) int32_t tile[NR * 16];
+  for (int r = 0; r < MR; ++r) {
+    for (int j = 0; j < NR; ++j) _mm512_store_si512(tile + j * 16, acc[r][j]);
+    const size_t c0 = p * 16;
+    const size_t w = std::min<size_t>(NR * 16, wt.n - c0);
+    s8_store_row(ep, wt, row0 + r, c0, w, tile, 128 * ep.a_sums[row0 + r]);
+  }
+}
+// Widest panel group that keeps MR x NR accumulators plus operands within the 32 zmm registers.
+constexpr int s8_group(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr <= 4 ? 4 : 3; }
+constexpr int kS8MaxRows = 8;
+#elif CHIMERA_LEVEL == 1
+// AVX2 has no u8 x s8 dot product into int32. vpmaddubsw (u8 x s8 -> saturating int16 pairs) is exact when
+// both operands stay within 7 bits of magnitude: |x| * sign(w, x) keeps each pair <= 2 * 127 * 127 = 32258.
+template <int MR, int NR>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p, const S8Epilogue& ep) {
+  const size_t kq = wt.kp / 4;
+  const size_t pstride = wt.kp * 16;
+  const uint8_t* b = wt.data + p * pstride;
+  const int8_t* a = q + row0 * stride;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[MR][2 * NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 2 * NR; ++j) acc[r][j] = _mm256_setzero_si256();
+  for (size_t k = 0; k < kq; ++k) {
+    __m256i bv[2 * NR];
+    for (int j = 0; j < NR; ++j) {
+      bv[2 * j] = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + j * pstride + k * 64)), flip);
+      bv[2 * j + 1] =
+          _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + j * pstride + k * 64 + 32)), flip);
+    }
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * stride + k * 4, 4);
+      const __m256i av = _mm256_set1_epi32(a4);
+      const __m256i aa = _mm256_abs_epi8(av);
+      for (int j = 0; j < 2 * NR; ++j) {
+        const __m256i prod = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(bv[j], av));
+        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(prod, ones));
+      }
+    }
+  }
+  alignas(32) int32_t tile[NR * 16];
+  for (int r = 0; r < MR; ++r) {
+    for (int j = 0; j < 2 * NR; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(tile + j * 8), acc[r][j]);
+    const size_t c0 = p * 16;
+    const size_t w = std::min<size_t>(NR * 16, wt.n - c0);
+    s8_store_row(ep, wt, row0 + r, c0, w, tile, 0);
+  }
+}
+constexpr int s8_group(int mr) { return mr <= 1 ? 2 : 1; }
+constexpr int kS8MaxRows = 4;
+#else
+template <int MR, int NR>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p, const S8Epilogue& ep) {
+  static_assert(MR == 1 && NR == 1, "the scalar path works one row and one panel at a time");
+  const size_t kq = wt.kp / 4;
+  const uint8_t* b = wt.data + p * wt.kp * 16;
+  const int8_t* a = q + row0 * stride;
+  int32_t tile[16] = {0};
+  for (size_t k = 0; k < kq; ++k)
+    for (int c = 0; c < 16; ++c)
+      for (int i = 0; i < 4; ++i) tile[c] += a[k * 4 + i] * (static_cast<int32_t>(b[k * 64 + c * 4 + i]) - 128);
+  const size_t c0 = p * 16;
+  s8_store_row(ep, wt, row0, c0, std::min<size_t>(16, wt.n - c0), tile, 0);
+}
+constexpr int s8_group(int) { return 1; }
+constexpr int kS8MaxRows = 1;
+#endif
+
+// Runs rows [row0, row0 + mr) over panels [p0, p1) in groups of G panels, with single panels for the rest.
+template <int MR>
+static void s8_rows(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p0, size_t p1,
+                    const S8Epilogue& ep) {
+  constexpr int G = s8_group(MR);
+  size_t p = p0;
+  for (; p + G <= p1; p += G) s8_tile<MR, G>(wt, q, stride, row0, p, ep);
+  for (; p < p1; ++p) s8_tile<MR, 1>(wt, q, stride, row0, p, ep);
+}
+
+template <int MR>
+static void s8_dispatch_rows(int mr, const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p0,
+                             size_t p1, const S8Epilogue& ep) {
+  if constexpr (MR >= 1) {
+    if (mr == MR) return s8_rows<MR>(wt, q, stride, row0, p0, p1, ep);
+    if constexpr (MR > 1) return s8_dispatch_rows<MR - 1>(mr, wt, q, stride, row0, p0, p1, ep);
+  }
+}
+
+static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t rows, size_t p0, size_t p1,
+                    const S8Epilogue& ep) {
+  count_kernel(Op::GemmS8, kIsa);
+  // Panels outermost in blocks, so one block of weights stays in cache across all row tiles.
+  const size_t block = std::max<size_t>(1, (96 * 1024) / (wt.kp * 16));
+  for (size_t pb = p0; pb < p1; pb += block) {
+    const size_t pe = std::min(p1, pb + block);
+    size_t r = 0;
+    for (; r + kS8MaxRows <= rows; r += kS8MaxRows) s8_rows<kS8MaxRows>(wt, q, stride, r, pb, pe, ep);
+    if (r < rows) s8_dispatch_rows<kS8MaxRows>(static_cast<int>(rows - r), wt, q, stride, r, pb, pe, ep);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ fp32 GEMM
+
+#if CHIMERA_LEVEL == 2
+constexpr int kF32MaxRows = 8;
+constexpr int f32_group(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr <= 4 ? 4 : 3; }
+template <int MR, int NR>
+static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
+                     const F32Epilogue& ep) {
+  const size_t pstride = k * 16;
+  const float* bp = b + p * pstride;
+  const float* ar = a + row0 * lda;
+  __m512 acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_ps();
+  for (size_t kk = 0; kk < k; ++kk) {
+    __m512 bv[NR];
+    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_ps(bp + j * pstride + kk * 16);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(ar[r * lda + kk]);
+      for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+    }
+  }
+  alignas(64) float tile[NR * 16];
+  for (int r = 0; r < MR; ++r) {
+    for (int j = 0; j < NR; ++j) _mm512_store_ps(tile + j * 16, acc[r][j]);
+    const size_t c0 = p * 16;
+    f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile);
+  }
+}
+#elif CHIMERA_LEVEL == 1
+constexpr int kF32MaxRows = 6;
+constexpr int f32_group(int mr) { return mr <= 2 ? 2 : 1; }
+template <int MR, int NR>
+static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
+                     const F32Epilogue& ep) {
+  const size_t pstride = k * 16;
+  const float* bp = b + p * pstride;
+  const float* ar = a + row0 * lda;
+  __m256 acc[MR][2 * NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 2 * NR; ++j) acc[r][j] = _mm256_setzero_ps();
+  for (size_t kk = 0; kk < k; ++kk) {
+    __m256 bv[2 * NR];
+    for (int j = 0; j < NR; ++j) {
+      bv[2 * j] = _mm256_load_ps(bp + j * pstride + kk * 16);
+      bv[2 * j + 1] = _mm256_load_ps(bp + j * pstride + kk * 16 + 8);
+    }
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(ar + r * lda + kk);
+      for (int j = 0; j < 2 * NR; ++j) acc[r][j] = _mm256_fmadd_ps(av, bv[j], acc[r][j]);
+    }
+  }
+  alignas(32) float tile[NR * 16];
+  for (int r = 0; r < MR; ++r) {
+    for (int j = 0; j < 2 * NR; ++j) _mm256_store_ps(tile + j * 8, acc[r][j]);
+    const size_t c0 = p * 16;
+    f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile);
+  }
+}
+#else
+constexpr int kF32MaxRows = 1;
+constexpr int f32_group(int) { return 1; }
+template <int MR, int NR>
+static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
+                     const F32Epilogue& ep) {
+  const float* bp = b + p * k * 16;
+  const float* ar = a + row0 * lda;
+  float tile[16] = {0};
+  for (size_t kk = 0; kk < k; ++kk)
+    for (int c = 0; c < 16; ++c) tile[c] += ar[kk] * bp[kk * 16 + c];
+  const size_t c0 = p * 16;
+  f32_store_row(ep, n, row0, c0, std::min<size_t>(16, n - c0), tile);
+}
+#endif
+
+template <int MR>
+static void f32_rows(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p0, size_t p1,
+                     const F32Epilogue& ep) {
+  constexpr int G = f32_group(MR);
+  size_t p = p0;
+  for (; p + G <= p1; p += G) f32_tile<MR, G>(a, lda, b, k, n, row0, p, ep);
+  for (; p < p1; ++p) f32_tile<MR, 1>(a, lda, b, k, n, row0, p, ep);
+}
+
+template <int MR>
+static void f32_dispatch_rows(int mr, const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0,
+                              size_t p0, size_t p1, const F32Epilogue& ep) {
+  if constexpr (MR >= 1) {
+    if (mr == MR) return f32_rows<MR>(a, lda, b, k, n, row0, p0, p1, ep);
+    if constexpr (MR > 1) return f32_dispatch_rows<MR - 1>(mr, a, lda, b, k, n, row0, p0, p1, ep);
+  }
+}
+
+static void gemm_f32(const float* a, size_t lda, size_t rows, const float* b, size_t k, size_t n, size_t p0, size_t p1,
+                     const F32Epilogue& ep) {
+  count_kernel(ep.op, kIsa);
+  const size_t block = std::max<size_t>(1, (128 * 1024) / (k * 16 * sizeof(float)));
+  for (size_t pb = p0; pb < p1; pb += block) {
+    const size_t pe = std::min(p1, pb + block);
+    size_t r = 0;
+    for (; r + kF32MaxRows <= rows; r += kF32MaxRows) f32_rows<kF32MaxRows>(a, lda, b, k, n, r, pb, pe, ep);
+    if (r < rows) f32_dispatch_rows<kF32MaxRows>(static_cast<int>(rows - r), a, lda, b, k, n, r, pb, pe, ep);
+  }
+}
+
+}  // namespace CHIMERA_NS
+
+const KernelTable& CHIMERA_TABLE() {
+  static const KernelTable table = {
+      CHIMERA_NS::kIsa,          CHIMERA_NS::norm_rows, CHIMERA_NS::quantize_rows, CHIMERA_NS::min_max,
+      CHIMERA_NS::dql_apply,     CHIMERA_NS::dot_s16,   CHIMERA_NS::gemm_s8,       CHIMERA_NS::gemm_f32,
+  };
+  return table;
+}
+
+}  // namespace chimera

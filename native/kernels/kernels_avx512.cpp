@@ -1,0 +1,5 @@
+// The avx512 build of kernels.inl; compiled with its own ISA flags (see CMakeLists.txt / binding.gyp).
+#define CHIMERA_LEVEL 2
+#define CHIMERA_NS isa_avx512
+#define CHIMERA_TABLE kernels_avx512
+#include "kernels.inl"

@@ -1,0 +1,233 @@
+// Device-neutral entry points: they split work over the thread pool and call the current ISA's table.
+// Packing lives here too: the packed layouts are the same for every ISA.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "chimera/kernel_table.h"
+#include "chimera/thread_pool.h"
+
+namespace chimera {
+
+namespace {
+
+void* aligned_alloc64(size_t bytes) {
+  void* p = nullptr;
+#if defined(_MSC_VER)
+  p = _aligned_malloc(bytes, 64);
+#else
+  if (posix_memalign(&p, 64, std::max<size_t>(bytes, 64)) != 0) p = nullptr;
+#endif
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void aligned_free64(void* p) {
+#if defined(_MSC_VER)
+  _aligned_free(p);
+#else
+  std::free(p);
+#endif
+}
+
+// Scratch that grows once per calling thread and is then reused: the hot path never allocates.
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// Work below this many multiply-adds runs on the calling thread: waking a worker costs more.
+constexpr size_t kParallelMacs = 1u << 17;
+
+}  // namespace
+
+PackedS8::~PackedS8() {
+  aligned_free64(data);
+  delete[] scales;
+}
+
+PackedF32::~PackedF32() { aligned_free64(data); }
+
+// ------------------------------------------------------------------------------------------------ norms
+
+bool norm(const NormArgs& a) {
+  const KernelTable& t = kernels();
+  const size_t grain = std::max<size_t>(1, 32768 / a.cols);
+  std::atomic<bool> ok{true};
+  parallel_for(a.rows, grain, [&](size_t r0, size_t r1) {
+    if (!t.norm_rows(a, r0, r1)) ok = false;
+  });
+  return ok;
+}
+
+// ------------------------------------------------------------------------------------------------ quantisation
+
+bool quantize_rows(const float* x, size_t rows, size_t cols, int8_t* q, size_t stride, float* scales, int32_t* sums) {
+  const KernelTable& t = kernels();
+  std::atomic<bool> ok{true};
+  parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) {
+    if (!t.quantize_rows(x, cols, r0, r1, q, stride, scales, sums)) ok = false;
+  });
+  return ok;
+}
+
+bool dynamic_quantize_linear(const float* x, size_t n, uint8_t* y, float* scale, uint8_t* zero_point) {
+  const KernelTable& t = kernels();
+  float mn, mx;
+  if (!t.min_max(x, n, &mn, &mx)) return false;
+  // ONNX: the range always includes 0; scale and zero point are computed in float32.
+  const float s = (mx - mn) / 255.0f;
+  if (s == 0.0f) {
+    std::memset(y, 0, n);
+    *scale = 0.0f;
+    *zero_point = 0;
+    return true;
+  }
+  const float zp_f = std::nearbyint(-mn / s);
+  const int zp = static_cast<int>(std::min(255.0f, std::max(0.0f, zp_f)));
+  t.dql_apply(x, n, s, zp, y);
+  *scale = s;
+  *zero_point = static_cast<uint8_t>(zp);
+  return true;
+}
+
+void matmul_integer(const void* a, bool a_signed, size_t m, size_t k, const void* b, bool b_signed, size_t n,
+                    const int32_t* a_zp, size_t a_zp_len, const int32_t* b_zp, size_t b_zp_len, int32_t* c) {
+  // (a - za) and (b - zb) both fit int16 ([-255, 255]); vpmaddwd then sums pairs exactly into int32.
+  const size_t kp = (k + 31) & ~size_t(31);
+  std::vector<int16_t> a16(m * kp, 0), bt16(n * kp, 0);
+  const auto* au = static_cast<const uint8_t*>(a);
+  const auto* as = static_cast<const int8_t*>(a);
+  const auto* bu = static_cast<const uint8_t*>(b);
+  const auto* bs = static_cast<const int8_t*>(b);
+  for (size_t i = 0; i < m; ++i) {
+    const int32_t z = a_zp[a_zp_len == 1 ? 0 : i];
+    for (size_t j = 0; j < k; ++j)
+      a16[i * kp + j] = static_cast<int16_t>((a_signed ? as[i * k + j] : au[i * k + j]) - z);
+  }
+  for (size_t j = 0; j < k; ++j)
+    for (size_t col = 0; col < n; ++col) {
+      const int32_t z = b_zp[b_zp_len == 1 ? 0 : col];
+      bt16[col * kp + j] = static_cast<int16_t>((b_signed ? bs[j * n + col] : bu[j * n + col]) - z);
+    }
+  const KernelTable& t = kernels();
+  parallel_for(m, std::max<size_t>(1, kParallelMacs / std::max<size_t>(1, n * k)),
+               [&](size_t m0, size_t m1) { t.dot_s16(a16.data(), bt16.data(), kp, n, c, m0, m1); });
+}
+
+// ------------------------------------------------------------------------------------------------ int8 linear
+
+PackedS8* pack_s8(const float* w, size_t n, size_t k) {
+  auto* p = new PackedS8();
+  p->n = n;
+  p->k = k;
+  p->kp = (k + 3) & ~size_t(3);
+  p->panels = (n + 15) / 16;
+  p->bytes = p->panels * p->kp * 16;
+  p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
+  p->scales = new float[n];
+  std::memset(p->data, 128, p->bytes);  // u8 128 = s8 0: padding contributes nothing
+  for (size_t row = 0; row < n; ++row) {
+    const float* wr = w + row * k;
+    float amax = 0.0f;
+    for (size_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(wr[j]));
+    const float scale = amax / 127.0f;
+    p->scales[row] = scale;
+    uint8_t* panel = p->data + (row / 16) * p->kp * 16;
+    const size_t c = row % 16;
+    for (size_t j = 0; j < k; ++j) {
+      int v = scale == 0.0f ? 0 : static_cast<int>(std::nearbyint(wr[j] / scale));
+      v = std::min(127, std::max(-127, v));
+      panel[(j / 4) * 64 + c * 4 + (j % 4)] = static_cast<uint8_t>(v + 128);
+    }
+  }
+  return p;
+}
+
+void unpack_s8(const PackedS8& p, int8_t* out) {
+  for (size_t row = 0; row < p.n; ++row) {
+    const uint8_t* panel = p.data + (row / 16) * p.kp * 16;
+    const size_t c = row % 16;
+    for (size_t j = 0; j < p.k; ++j)
+      out[row * p.k + j] = static_cast<int8_t>(static_cast<int>(panel[(j / 4) * 64 + c * 4 + (j % 4)]) - 128);
+  }
+}
+
+void linear_s8(const PackedS8& w, const int8_t* q, size_t q_stride, const float* q_scales, const int32_t* q_sums,
+               size_t rows, const float* bias, Activation act, float* out, int32_t* raw) {
+  const KernelTable& t = kernels();
+  const S8Epilogue ep{q_scales, q_sums, bias, act, out, raw};
+  const size_t macs_per_panel = rows * w.kp * 16;
+  parallel_for(w.panels, std::max<size_t>(1, kParallelMacs / macs_per_panel),
+               [&](size_t p0, size_t p1) { t.gemm_s8(w, q, q_stride, rows, p0, p1, ep); });
+}
+
+// ------------------------------------------------------------------------------------------------ fp32
+
+PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major) {
+  auto* p = new PackedF32();
+  p->n = n;
+  p->k = k;
+  p->panels = (n + 15) / 16;
+  p->bytes = p->panels * k * 16 * sizeof(float);
+  p->data = static_cast<float*>(aligned_alloc64(p->bytes));
+  std::memset(p->data, 0, p->bytes);
+  for (size_t col = 0; col < n; ++col) {
+    float* panel = p->data + (col / 16) * k * 16 + col % 16;
+    if (k_major)
+      for (size_t j = 0; j < k; ++j) panel[j * 16] = w[j * n + col];
+    else
+      for (size_t j = 0; j < k; ++j) panel[j * 16] = w[col * k + j];
+  }
+  return p;
+}
+
+void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out) {
+  const KernelTable& t = kernels();
+  const F32Epilogue ep{1.0f, 0.0f, bias, act, out, w.n, Op::GemmF32};
+  parallel_for(w.panels, std::max<size_t>(1, kParallelMacs / (rows * w.k * 16)),
+               [&](size_t p0, size_t p1) { t.gemm_f32(x, w.k, rows, w.data, w.k, w.n, p0, p1, ep); });
+}
+
+void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,
+           float beta, float* c) {
+  thread_local std::vector<float> a_buf;
+  thread_local PackedF32 b_pack;
+  const float* ar = a;
+  if (trans_a) {
+    float* t = scratch(a_buf, m * k);
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = 0; j < k; ++j) t[i * k + j] = a[j * m + i];
+    ar = t;
+  }
+  // Repack b into the panel layout, reusing this thread's buffer when it is large enough.
+  const size_t panels = (n + 15) / 16;
+  const size_t need = panels * k * 16 * sizeof(float);
+  if (b_pack.bytes < need) {
+    aligned_free64(b_pack.data);
+    b_pack.data = static_cast<float*>(aligned_alloc64(need));
+    b_pack.bytes = need;
+  }
+  float* bp = b_pack.data;
+  for (size_t col = 0; col < n; ++col) {
+    float* panel = bp + (col / 16) * k * 16 + col % 16;
+    if (trans_b)
+      for (size_t j = 0; j < k; ++j) panel[j * 16] = b[col * k + j];
+    else
+      for (size_t j = 0; j < k; ++j) panel[j * 16] = b[j * n + col];
+  }
+  if (n % 16)  // zero the padding columns of the last panel
+    for (size_t j = 0; j < k; ++j)
+      for (size_t col = n; col < panels * 16; ++col) bp[(col / 16) * k * 16 + j * 16 + col % 16] = 0.0f;
+  const KernelTable& t = kernels();
+  const F32Epilogue ep{alpha, beta, nullptr, Activation::None, c, n, Op::Sgemm};
+  parallel_for(panels, std::max<size_t>(1, kParallelMacs / (m * k * 16)),
+               [&](size_t p0, size_t p1) { t.gemm_f32(ar, k, m, bp, k, n, p0, p1, ep); });
+}
+
+}  // namespace chimera

@@ -1,0 +1,3 @@
+export { ChimeraError } from './errors';
+export type { ChimeraErrorCode } from './errors';
+export * from './kernels';

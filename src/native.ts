@@ -1,0 +1,110 @@
+/**
+ * Loads the compiled addon. The search order is: an explicit CHIMERA_ADDON path, a prebuilt binary for this
+ * platform under prebuilds/, then the local cmake-js / node-gyp build. When nothing loads, the error lists
+ * what was tried and how to fix it.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ChimeraError } from './errors';
+
+/** The raw binding. Argument checks happen in TypeScript first; the addon re-checks sizes defensively. */
+export interface NativeBinding {
+  cpuInfo(): { isa: string; features: Record<string, boolean>; supported: string[]; compiled: string[] };
+  setIsa(name: string): string;
+  getIsa(): string;
+  kernelCounters(): Record<string, number>;
+  setThreads(n: number): void;
+  getThreads(): number;
+  norm(
+    kind: number,
+    x: Float32Array,
+    residual: Float32Array | null,
+    bias: Float32Array | null,
+    gamma: Float32Array,
+    beta: Float32Array | null,
+    cols: number,
+    eps: number,
+    out: Float32Array,
+    sumOut: Float32Array | null,
+    qData: Int8Array | null,
+    qScales: Float32Array | null,
+    qSums: Int32Array | null,
+    qStride: number,
+  ): void;
+  dynamicQuantizeLinear(x: Float32Array, y: Uint8Array): [number, number];
+  quantizeRows(x: Float32Array, rows: number, cols: number, data: Int8Array, scales: Float32Array, sums: Int32Array, stride: number): void;
+  matmulInteger(
+    a: Uint8Array | Int8Array, aSigned: boolean, m: number, k: number,
+    b: Uint8Array | Int8Array, bSigned: boolean, n: number,
+    aZp: Int32Array, bZp: Int32Array, out: Int32Array, async: boolean,
+  ): void | Promise<void>;
+  packS8(w: Float32Array, n: number, k: number): object;
+  packedS8Info(h: object, scales: Float32Array): number;
+  unpackS8(h: object, out: Int8Array): void;
+  linearS8(
+    h: object, x: Float32Array | null, qData: Int8Array | null, qScales: Float32Array | null, qSums: Int32Array | null,
+    qStride: number, rows: number, bias: Float32Array | null, act: number, out: Float32Array, async: boolean,
+  ): void | Promise<void>;
+  gemmS8Raw(h: object, qData: Int8Array, qSums: Int32Array, qStride: number, rows: number, out: Int32Array): void;
+  packF32(w: Float32Array, n: number, k: number): object;
+  linearF32(h: object, x: Float32Array, rows: number, bias: Float32Array | null, act: number, out: Float32Array, async: boolean): void | Promise<void>;
+  sgemm(
+    a: Float32Array, b: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean,
+    alpha: number, beta: number, out: Float32Array, async: boolean,
+  ): void | Promise<void>;
+}
+
+function candidates(root: string): string[] {
+  const list: string[] = [];
+  if (process.env.CHIMERA_ADDON) list.push(path.resolve(process.env.CHIMERA_ADDON));
+  list.push(path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'chimera.node'));
+  list.push(path.join(root, 'build', 'Release', 'chimera.node'));
+  list.push(path.join(root, 'build', 'Debug', 'chimera.node'));
+  return list;
+}
+
+function packageRoot(): string {
+  // dist/native.js and src/native.ts both sit one level below the package root.
+  let dir = __dirname;
+  for (let i = 0; i < 4; i++) {
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    dir = path.dirname(dir);
+  }
+  return path.resolve(__dirname, '..');
+}
+
+let cached: NativeBinding | undefined;
+
+export function native(): NativeBinding {
+  if (cached) return cached;
+  const root = packageRoot();
+  const tried: string[] = [];
+  for (const file of candidates(root)) {
+    if (!fs.existsSync(file)) {
+      tried.push(`${file} (missing)`);
+      continue;
+    }
+    try {
+      cached = require(file) as NativeBinding;
+      return cached;
+    } catch (e) {
+      // An ISA forced through CHIMERA_ISA that this CPU lacks is a user error, not a load failure.
+      const code = (e as { code?: string }).code;
+      if (code === 'E_ISA') throw new ChimeraError('E_ISA', (e as Error).message, { cause: e });
+      tried.push(`${file} (${(e as Error).message.split('\n')[0]})`);
+    }
+  }
+  throw new ChimeraError(
+    'E_NATIVE_LOAD',
+    [
+      `chimera: could not load the native addon for ${process.platform}-${process.arch} (Node ${process.version}, N-API ${process.versions.napi}).`,
+      'Tried:',
+      ...tried.map((t) => `  - ${t}`),
+      'Possible fixes:',
+      '  - build it from source: `npm rebuild chimera-infer` (needs cmake >= 3.18 and a C++17 compiler: `apt-get install cmake g++`)',
+      '  - or with node-gyp instead of cmake: `npx node-gyp rebuild` in the package folder',
+      '  - if you installed with --ignore-scripts, run `npm rebuild chimera-infer` once',
+      '  - point CHIMERA_ADDON at a chimera.node you built elsewhere',
+    ].join('\n'),
+  );
+}
