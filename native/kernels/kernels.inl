@@ -13,6 +13,15 @@ namespace chimera {
 namespace CHIMERA_NS {
 
 using namespace simd;
+// Register tiles are arrays indexed by compile-time loops; without a forced full unroll GCC keeps copies of
+// the accumulators on the stack inside the k loop and loses most of the throughput.
+#if defined(__clang__)
+#define CHIMERA_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define CHIMERA_UNROLL _Pragma("GCC unroll 16")
+#else
+#define CHIMERA_UNROLL
+#endif
 constexpr Isa kIsa = static_cast<Isa>(CHIMERA_LEVEL);
 
 // ------------------------------------------------------------------------------------------------ norms
@@ -355,129 +364,146 @@ static inline void f32_store_row(const F32Epilogue& ep, size_t n, size_t row, si
 }
 
 // ------------------------------------------------------------------------------------------------ int8 GEMM
+// Layout (see PackedS8): groups of 64 channels; within a group, for each 4 k, 4 panels x 16 channels x 4 k
+// bytes. A tile reads one contiguous stream per group, which the hardware prefetchers follow best.
 
 #if CHIMERA_LEVEL == 2
-// MR rows x NR panels (16 channels each): acc += u8(W) . s8(x) four k at a time with vpdpbusd. The weights
+// MR rows x NG groups (64 channels each): acc += u8(W) . s8(x) four k at a time with vpdpbusd. The weights
 // are u8 = s8 + 128, so the result carries 128 * sum_k x[k], removed per row in the epilogue.
-template <int MR, int NR>
-static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p, const S8Epilogue& ep) {
+template <int MR, int NG>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep) {
+  constexpr int NR = 4 * NG;
   const size_t kq = wt.kp / 4;
-  const size_t pstride = wt.kp * 16;
-  const uint8_t* b = wt.data + p * pstride;
+  const size_t gstride = wt.kp * 64;
+  const uint8_t* b = wt.data + g * gstride;
   const int8_t* a = q + row0 * stride;
   __m512i acc[MR][NR];
+  CHIMERA_UNROLL
   for (int r = 0; r < MR; ++r)
+    CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_si512();
   for (size_t k = 0; k < kq; ++k) {
     __m512i bv[NR];
-    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_si512(b + j * pstride + k * 64);
+    CHIMERA_UNROLL
+    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_si512(b + (j / 4) * gstride + k * 256 + (j % 4) * 64);
+    CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
       std::memcpy(&a4, a + r * stride + k * 4, 4);
       const __m512i av = _mm512_set1_epi32(a4);
+      CHIMERA_UNROLL
       for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], bv[j], av);
     }
   }
-  alignas(64) int32_t tile[NR * 16];
-  for (int r = 0; r < MR; ++r) {
-    for (int j = 0; j < NR; ++j) _mm512_store_si512(tile + j * 16, acc[r][j]);
-    const size_t c0 = p * 16;
-    const size_t w = std::min<size_t>(NR * 16, wt.n - c0);
-    s8_store_row(ep, wt, row0 + r, c0, w, tile, 128 * ep.a_sums[row0 + r]);
-  }
+  // Spill the whole tile with fully unrolled stores first: indexing acc by a run-time row in the epilogue
+  // loop would force the accumulators into memory for the whole k loop.
+  alignas(64) int32_t tile[MR][NR * 16];
+  CHIMERA_UNROLL
+  for (int r = 0; r < MR; ++r)
+    CHIMERA_UNROLL
+    for (int j = 0; j < NR; ++j) _mm512_store_si512(tile[r] + j * 16, acc[r][j]);
+  const size_t c0 = g * 64;
+  const size_t w = std::min<size_t>(NR * 16, wt.n - c0);
+  for (int r = 0; r < MR; ++r) s8_store_row(ep, wt, row0 + r, c0, w, tile[r], 128 * ep.a_sums[row0 + r]);
 }
-// Widest panel group that keeps MR x NR accumulators plus operands within the 32 zmm registers.
-constexpr int s8_group(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr <= 4 ? 4 : 3; }
-constexpr int kS8MaxRows = 8;
+// Rows per tile, and groups per tile for a given row count: MR x 16 NG accumulators within 32 registers.
+constexpr int kS8MaxRows = 6;
+constexpr int s8_groups(int mr) { return mr <= 2 ? 2 : 1; }
 #elif CHIMERA_LEVEL == 1
 // AVX2 has no u8 x s8 dot product into int32. vpmaddubsw (u8 x s8 -> saturating int16 pairs) is exact when
 // both operands stay within 7 bits of magnitude: |x| * sign(w, x) keeps each pair <= 2 * 127 * 127 = 32258.
-template <int MR, int NR>
-static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p, const S8Epilogue& ep) {
+// One tile is MR rows x one 16-channel panel; a group's four panels are done in turn.
+template <int MR>
+static void s8_panel(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, int j0,
+                     const S8Epilogue& ep) {
   const size_t kq = wt.kp / 4;
-  const size_t pstride = wt.kp * 16;
-  const uint8_t* b = wt.data + p * pstride;
+  const uint8_t* b = wt.data + g * wt.kp * 64 + j0 * 64;
   const int8_t* a = q + row0 * stride;
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[MR][2 * NR];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 2 * NR; ++j) acc[r][j] = _mm256_setzero_si256();
+  __m256i acc[MR][2];
+  CHIMERA_UNROLL
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (size_t k = 0; k < kq; ++k) {
-    __m256i bv[2 * NR];
-    for (int j = 0; j < NR; ++j) {
-      bv[2 * j] = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + j * pstride + k * 64)), flip);
-      bv[2 * j + 1] =
-          _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + j * pstride + k * 64 + 32)), flip);
-    }
+    const __m256i b0 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + k * 256)), flip);
+    const __m256i b1 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + k * 256 + 32)), flip);
+    CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
       std::memcpy(&a4, a + r * stride + k * 4, 4);
       const __m256i av = _mm256_set1_epi32(a4);
       const __m256i aa = _mm256_abs_epi8(av);
-      for (int j = 0; j < 2 * NR; ++j) {
-        const __m256i prod = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(bv[j], av));
-        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(prod, ones));
-      }
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, av)), ones));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av)), ones));
     }
   }
-  alignas(32) int32_t tile[NR * 16];
+  alignas(32) int32_t tile[MR][16];
+  CHIMERA_UNROLL
   for (int r = 0; r < MR; ++r) {
-    for (int j = 0; j < 2 * NR; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(tile + j * 8), acc[r][j]);
-    const size_t c0 = p * 16;
-    const size_t w = std::min<size_t>(NR * 16, wt.n - c0);
-    s8_store_row(ep, wt, row0 + r, c0, w, tile, 0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile[r]), acc[r][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile[r] + 8), acc[r][1]);
   }
+  const size_t c0 = g * 64 + j0 * 16;
+  if (c0 >= wt.n) return;
+  const size_t w = std::min<size_t>(16, wt.n - c0);
+  for (int r = 0; r < MR; ++r) s8_store_row(ep, wt, row0 + r, c0, w, tile[r], 0);
 }
-constexpr int s8_group(int mr) { return mr <= 1 ? 2 : 1; }
+template <int MR, int NG>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep) {
+  for (int j = 0; j < 4 * NG; ++j) s8_panel<MR>(wt, q, stride, row0, g + j / 4, j % 4, ep);
+}
 constexpr int kS8MaxRows = 4;
+constexpr int s8_groups(int) { return 1; }
 #else
-template <int MR, int NR>
-static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p, const S8Epilogue& ep) {
-  static_assert(MR == 1 && NR == 1, "the scalar path works one row and one panel at a time");
+template <int MR, int NG>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep) {
+  static_assert(MR == 1 && NG == 1, "the scalar path works one row and one group at a time");
   const size_t kq = wt.kp / 4;
-  const uint8_t* b = wt.data + p * wt.kp * 16;
+  const uint8_t* b = wt.data + g * wt.kp * 64;
   const int8_t* a = q + row0 * stride;
-  int32_t tile[16] = {0};
+  int32_t tile[64] = {0};
   for (size_t k = 0; k < kq; ++k)
-    for (int c = 0; c < 16; ++c)
-      for (int i = 0; i < 4; ++i) tile[c] += a[k * 4 + i] * (static_cast<int32_t>(b[k * 64 + c * 4 + i]) - 128);
-  const size_t c0 = p * 16;
-  s8_store_row(ep, wt, row0, c0, std::min<size_t>(16, wt.n - c0), tile, 0);
+    for (int c = 0; c < 64; ++c)
+      for (int i = 0; i < 4; ++i)
+        tile[c] += a[k * 4 + i] * (static_cast<int32_t>(b[k * 256 + (c / 16) * 64 + (c % 16) * 4 + i]) - 128);
+  const size_t c0 = g * 64;
+  s8_store_row(ep, wt, row0, c0, std::min<size_t>(64, wt.n - c0), tile, 0);
 }
-constexpr int s8_group(int) { return 1; }
 constexpr int kS8MaxRows = 1;
+constexpr int s8_groups(int) { return 1; }
 #endif
 
-// Runs rows [row0, row0 + mr) over panels [p0, p1) in groups of G panels, with single panels for the rest.
+// Rows [row0, row0 + MR) over groups [g0, g1), several groups per tile when few rows leave registers free.
 template <int MR>
-static void s8_rows(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p0, size_t p1,
+static void s8_rows(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g0, size_t g1,
                     const S8Epilogue& ep) {
-  constexpr int G = s8_group(MR);
-  size_t p = p0;
-  for (; p + G <= p1; p += G) s8_tile<MR, G>(wt, q, stride, row0, p, ep);
-  for (; p < p1; ++p) s8_tile<MR, 1>(wt, q, stride, row0, p, ep);
+  constexpr int NG = s8_groups(MR);
+  size_t g = g0;
+  if constexpr (NG > 1)
+    for (; g + NG <= g1; g += NG) s8_tile<MR, NG>(wt, q, stride, row0, g, ep);
+  for (; g < g1; ++g) s8_tile<MR, 1>(wt, q, stride, row0, g, ep);
 }
 
 template <int MR>
-static void s8_dispatch_rows(int mr, const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t p0,
-                             size_t p1, const S8Epilogue& ep) {
+static void s8_dispatch_rows(int mr, const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g0,
+                             size_t g1, const S8Epilogue& ep) {
   if constexpr (MR >= 1) {
-    if (mr == MR) return s8_rows<MR>(wt, q, stride, row0, p0, p1, ep);
-    if constexpr (MR > 1) return s8_dispatch_rows<MR - 1>(mr, wt, q, stride, row0, p0, p1, ep);
+    if (mr == MR) return s8_rows<MR>(wt, q, stride, row0, g0, g1, ep);
+    if constexpr (MR > 1) return s8_dispatch_rows<MR - 1>(mr, wt, q, stride, row0, g0, g1, ep);
   }
 }
 
-static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t rows, size_t p0, size_t p1,
+static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t rows, size_t g0, size_t g1,
                     const S8Epilogue& ep) {
   count_kernel(Op::GemmS8, kIsa);
-  // Panels outermost in blocks, so one block of weights stays in cache across all row tiles.
-  const size_t block = std::max<size_t>(1, (96 * 1024) / (wt.kp * 16));
-  for (size_t pb = p0; pb < p1; pb += block) {
-    const size_t pe = std::min(p1, pb + block);
+  // Groups outermost in blocks that fit in L2 beside the activations, so each block of weights is read
+  // from memory once for all row tiles.
+  const size_t block = std::max<size_t>(2, (256 * 1024) / (wt.kp * 64));
+  for (size_t gb = g0; gb < g1; gb += block) {
+    const size_t ge = std::min(g1, gb + block);
     size_t r = 0;
-    for (; r + kS8MaxRows <= rows; r += kS8MaxRows) s8_rows<kS8MaxRows>(wt, q, stride, r, pb, pe, ep);
-    if (r < rows) s8_dispatch_rows<kS8MaxRows>(static_cast<int>(rows - r), wt, q, stride, r, pb, pe, ep);
+    for (; r + kS8MaxRows <= rows; r += kS8MaxRows) s8_rows<kS8MaxRows>(wt, q, stride, r, gb, ge, ep);
+    if (r < rows) s8_dispatch_rows<kS8MaxRows>(static_cast<int>(rows - r), wt, q, stride, r, gb, ge, ep);
   }
 }
 
@@ -493,22 +519,28 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
   const float* bp = b + p * pstride;
   const float* ar = a + row0 * lda;
   __m512 acc[MR][NR];
+  CHIMERA_UNROLL
   for (int r = 0; r < MR; ++r)
+    CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_ps();
   for (size_t kk = 0; kk < k; ++kk) {
     __m512 bv[NR];
+    CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_ps(bp + j * pstride + kk * 16);
+    CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(ar[r * lda + kk]);
+      CHIMERA_UNROLL
       for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
     }
   }
-  alignas(64) float tile[NR * 16];
-  for (int r = 0; r < MR; ++r) {
-    for (int j = 0; j < NR; ++j) _mm512_store_ps(tile + j * 16, acc[r][j]);
-    const size_t c0 = p * 16;
-    f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile);
-  }
+  alignas(64) float tile[MR][NR * 16];
+  CHIMERA_UNROLL
+  for (int r = 0; r < MR; ++r)
+    CHIMERA_UNROLL
+    for (int j = 0; j < NR; ++j) _mm512_store_ps(tile[r] + j * 16, acc[r][j]);
+  const size_t c0 = p * 16;
+  for (int r = 0; r < MR; ++r) f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile[r]);
 }
 #elif CHIMERA_LEVEL == 1
 constexpr int kF32MaxRows = 6;
@@ -520,25 +552,31 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
   const float* bp = b + p * pstride;
   const float* ar = a + row0 * lda;
   __m256 acc[MR][2 * NR];
+  CHIMERA_UNROLL
   for (int r = 0; r < MR; ++r)
+    CHIMERA_UNROLL
     for (int j = 0; j < 2 * NR; ++j) acc[r][j] = _mm256_setzero_ps();
   for (size_t kk = 0; kk < k; ++kk) {
     __m256 bv[2 * NR];
+    CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) {
       bv[2 * j] = _mm256_load_ps(bp + j * pstride + kk * 16);
       bv[2 * j + 1] = _mm256_load_ps(bp + j * pstride + kk * 16 + 8);
     }
+    CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m256 av = _mm256_broadcast_ss(ar + r * lda + kk);
+      CHIMERA_UNROLL
       for (int j = 0; j < 2 * NR; ++j) acc[r][j] = _mm256_fmadd_ps(av, bv[j], acc[r][j]);
     }
   }
-  alignas(32) float tile[NR * 16];
-  for (int r = 0; r < MR; ++r) {
-    for (int j = 0; j < 2 * NR; ++j) _mm256_store_ps(tile + j * 8, acc[r][j]);
-    const size_t c0 = p * 16;
-    f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile);
-  }
+  alignas(32) float tile[MR][NR * 16];
+  CHIMERA_UNROLL
+  for (int r = 0; r < MR; ++r)
+    CHIMERA_UNROLL
+    for (int j = 0; j < 2 * NR; ++j) _mm256_store_ps(tile[r] + j * 8, acc[r][j]);
+  const size_t c0 = p * 16;
+  for (int r = 0; r < MR; ++r) f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile[r]);
 }
 #else
 constexpr int kF32MaxRows = 1;

@@ -127,8 +127,8 @@ PackedS8* pack_s8(const float* w, size_t n, size_t k) {
   p->n = n;
   p->k = k;
   p->kp = (k + 3) & ~size_t(3);
-  p->panels = (n + 15) / 16;
-  p->bytes = p->panels * p->kp * 16;
+  p->groups = (n + 63) / 64;
+  p->bytes = p->groups * p->kp * 64;
   p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
   p->scales = new float[n];
   std::memset(p->data, 128, p->bytes);  // u8 128 = s8 0: padding contributes nothing
@@ -138,12 +138,10 @@ PackedS8* pack_s8(const float* w, size_t n, size_t k) {
     for (size_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(wr[j]));
     const float scale = amax / 127.0f;
     p->scales[row] = scale;
-    uint8_t* panel = p->data + (row / 16) * p->kp * 16;
-    const size_t c = row % 16;
     for (size_t j = 0; j < k; ++j) {
       int v = scale == 0.0f ? 0 : static_cast<int>(std::nearbyint(wr[j] / scale));
       v = std::min(127, std::max(-127, v));
-      panel[(j / 4) * 64 + c * 4 + (j % 4)] = static_cast<uint8_t>(v + 128);
+      p->data[s8_offset(p->kp, row, j)] = static_cast<uint8_t>(v + 128);
     }
   }
   return p;
@@ -151,10 +149,8 @@ PackedS8* pack_s8(const float* w, size_t n, size_t k) {
 
 void unpack_s8(const PackedS8& p, int8_t* out) {
   for (size_t row = 0; row < p.n; ++row) {
-    const uint8_t* panel = p.data + (row / 16) * p.kp * 16;
-    const size_t c = row % 16;
     for (size_t j = 0; j < p.k; ++j)
-      out[row * p.k + j] = static_cast<int8_t>(static_cast<int>(panel[(j / 4) * 64 + c * 4 + (j % 4)]) - 128);
+      out[row * p.k + j] = static_cast<int8_t>(static_cast<int>(p.data[s8_offset(p.kp, row, j)]) - 128);
   }
 }
 
@@ -162,9 +158,9 @@ void linear_s8(const PackedS8& w, const int8_t* q, size_t q_stride, const float*
                size_t rows, const float* bias, Activation act, float* out, int32_t* raw) {
   const KernelTable& t = kernels();
   const S8Epilogue ep{q_scales, q_sums, bias, act, out, raw};
-  const size_t macs_per_panel = rows * w.kp * 16;
-  parallel_for(w.panels, std::max<size_t>(1, kParallelMacs / macs_per_panel),
-               [&](size_t p0, size_t p1) { t.gemm_s8(w, q, q_stride, rows, p0, p1, ep); });
+  const size_t macs_per_group = rows * w.kp * 64;
+  parallel_for(w.groups, std::max<size_t>(1, kParallelMacs / macs_per_group),
+               [&](size_t g0, size_t g1) { t.gemm_s8(w, q, q_stride, rows, g0, g1, ep); });
 }
 
 // ------------------------------------------------------------------------------------------------ fp32

@@ -34,8 +34,8 @@ struct KernelTable {
   void (*dql_apply)(const float* x, size_t n, float scale, int zp, uint8_t* y);
   // c[m, n] = sum_k a16[m, k] * bt16[n, k] over kp (a multiple of 32) for rows [m0, m1)
   void (*dot_s16)(const int16_t* a, const int16_t* bt, size_t kp, size_t n, int32_t* c, size_t m0, size_t m1);
-  // panels [p0, p1) of an int8 GEMM over all rows
-  void (*gemm_s8)(const PackedS8& w, const int8_t* q, size_t stride, size_t rows, size_t p0, size_t p1,
+  // 64-channel groups [g0, g1) of an int8 GEMM over all rows
+  void (*gemm_s8)(const PackedS8& w, const int8_t* q, size_t stride, size_t rows, size_t g0, size_t g1,
                   const S8Epilogue& ep);
   // panels [p0, p1) of an fp32 GEMM with packed b ([panels][k][16]) over all rows of a (row-major, lda)
   void (*gemm_f32)(const float* a, size_t lda, size_t rows, const float* b, size_t k, size_t n, size_t p0, size_t p1,

@@ -47,11 +47,12 @@ void matmul_integer(const void* a, bool a_signed, size_t m, size_t k, const void
                     const int32_t* a_zp, size_t a_zp_len, const int32_t* b_zp, size_t b_zp_len, int32_t* c);
 
 // ---- int8 linear layers
-// Weights [n, k] quantised per output channel and packed in panels of 16 channels x (k rounded up to 4):
-// each 64-byte row of a panel holds 4 consecutive k for each of its 16 channels, stored as u8 = s8 + 128 so
-// that AVX-512 VNNI (u8 x s8) can take them as its unsigned operand.
+// Weights [n, k] quantised per output channel and packed in groups of 64 channels x kp (k rounded up to
+// 4). Within a group, each 4 consecutive k occupy 256 bytes: 4 panels of 16 channels x 4 k. Values are
+// stored as u8 = s8 + 128 so that AVX-512 VNNI (u8 x s8) can take them as its unsigned operand; padding is
+// 128 (zero).
 struct PackedS8 {
-  size_t n = 0, k = 0, kp = 0, panels = 0;
+  size_t n = 0, k = 0, kp = 0, groups = 0;
   uint8_t* data = nullptr;
   float* scales = nullptr;  // [n]
   size_t bytes = 0;
@@ -62,6 +63,9 @@ struct PackedS8 {
 };
 PackedS8* pack_s8(const float* w, size_t n, size_t k);
 void unpack_s8(const PackedS8& p, int8_t* out);  // [n, k]
+inline size_t s8_offset(size_t kp, size_t col, size_t k) {
+  return (col / 64) * kp * 64 + (k / 4) * 256 + ((col / 16) % 4) * 64 + (col % 16) * 4 + k % 4;
+}
 
 // out[rows, n] = act((q . Wq^T) * q_scale[row] * w_scale[col] + bias). If raw != nullptr the exact int32
 // accumulators are written there instead (and out, bias, act are ignored).
