@@ -21,8 +21,16 @@
       "cflags_cc!": ["-fno-exceptions"]
     },
     {
+      "target_name": "kernels_amx",
+      "type": "static_library",
+      "sources": ["native/kernels/kernels_amx.cpp"],
+      "include_dirs": ["native/include"],
+      "cflags_cc": ["<@(common_cflags)", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c", "-mamx-tile", "-mamx-int8"],
+      "cflags_cc!": ["-fno-exceptions"]
+    },
+    {
       "target_name": "chimera",
-      "dependencies": ["kernels_avx2", "kernels_avx512"],
+      "dependencies": ["kernels_avx2", "kernels_avx512", "kernels_amx"],
       "sources": [
         "native/src/cpu.cpp",
         "native/src/dispatch.cpp",

@@ -5,7 +5,8 @@
 import { ChimeraError, rethrowNative } from './errors';
 import { native } from './native';
 
-export type Isa = 'scalar' | 'avx2' | 'avx512vnni';
+/** Kernel paths, in increasing order of capability. 'amx' is the AVX-512 path plus AMX-INT8 tiles in the int8 GEMM. */
+export type Isa = 'scalar' | 'avx2' | 'avx512vnni' | 'amx';
 export type Activation = 'none' | 'relu' | 'silu' | 'gelu' | 'gelu_tanh';
 const ACTIVATIONS: Record<Activation, number> = { none: 0, relu: 1, silu: 2, gelu: 3, gelu_tanh: 4 };
 
@@ -309,7 +310,10 @@ export function addRmsNorm(
 
 // ---------------------------------------------------------------------------------------------- quantisation
 
-/** ONNX DynamicQuantizeLinear: uint8 output, scale = (max(0,x) - min(0,x)) / 255, round half to even. */
+/**
+ * ONNX DynamicQuantizeLinear: uint8 output, scale = (max(0,x) - min(0,x)) / 255, round half to even. An all-zero
+ * input gives scale 1 and zero point 0, as onnxruntime does (the formula alone would divide by zero).
+ */
 export function dynamicQuantizeLinear(x: Float32Array): { y: Uint8Array; scale: number; zeroPoint: number } {
   checkF32('x', x);
   const y = new Uint8Array(x.length);

@@ -5,10 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  PackedInt8Weights, QuantizedRows, getIsa, getThreads, int8GemmAccumulators, linearInt8, linearInt8Async, matmulInteger,
+  PackedInt8Weights, QuantizedRows, getIsa, getThreads, int8GemmAccumulators, kernelCounters, linearInt8, linearInt8Async, matmulInteger,
   matmulIntegerAsync, packInt8Weights, quantizeRows, setIsa, setThreads,
 } from '../src/index';
-import type { Activation } from '../src/index';
+import type { Activation, Isa } from '../src/index';
 import {
   expectExactlyEqual, expectKernelRan, expectKernelRanAsync, expectNormClose, expectSameFloats, forEachIsa, forEachThreads,
   getGc, withThreads,
@@ -28,6 +28,8 @@ const SHAPES: [number, number, number][] = [
   [1, 1, 1], [1, 7, 3], [3, 15, 17], [7, 3, 65], [15, 17, 7], [17, 63, 1], [63, 65, 15], [65, 1, 63],
   [1, 2048, 300], [3, 2048, 17], [17, 300, 65], [300, 17, 300], [7, 65, 2048], [65, 2048, 63], [15, 300, 300],
   [300, 63, 7], [2048, 3, 15],
+  // K a multiple of 64 with >= 32 rows: whole 32-row blocks run on AMX tiles where present, the rest on VNNI.
+  [32, 64, 1], [64, 512, 130], [100, 128, 64], [33, 2048, 17],
 ];
 
 function zpDescr(z: Zp): string {
@@ -168,7 +170,7 @@ function makeS8Cases(): S8Case[] {
 /** Every activation quantises to +-127 and every weight to +-127, in sign patterns that make every product
  *  pair 2 * 127 * 127 (or, with an unsigned +128 offset, 2 * 255 * 127) in magnitude. */
 function makeSaturationCase(k: number): S8Case {
-  const rows = 6, n = 10;
+  const rows = 40, n = 10; // 40 rows: one AMX block (where present) plus a VNNI/AVX2 tail
   const rng = new TestRng(301);
   const signs: ((i: number) => number)[] = [
     () => 1, () => -1, (i) => (i % 2 ? -1 : 1), (i) => ((i >> 1) % 2 ? -1 : 1), (i) => ((i >> 2) % 2 ? -1 : 1),
@@ -215,6 +217,15 @@ function prepS8(c: S8Case): S8Case {
   return c;
 }
 
+/**
+ * The addon packs int8 weights with one ISA-independent routine (same layout for every ISA), so it may keep
+ * no pack_s8 counter; when it does report pack_s8 counters, the forced ISA's must increase.
+ */
+function packWithCounter<T>(isa: Isa, fn: () => T): T {
+  if (!Object.keys(kernelCounters()).some((k) => k.startsWith('pack_s8:'))) return fn();
+  return expectKernelRan('pack_s8', isa, fn);
+}
+
 // ------------------------------------------------------------------------------------------------ tests
 
 forEachIsa((isa) => {
@@ -258,7 +269,7 @@ forEachIsa((isa) => {
       it('bit-exact with weights packed under this ISA', () => {
         s8Cases ??= makeS8Cases();
         for (const c of s8Cases.map(prepS8)) {
-          const packed = expectKernelRan('pack_s8', isa, () => packInt8Weights(c.w, c.n, c.k));
+          const packed = packWithCounter(isa, () => packInt8Weights(c.w, c.n, c.k));
           expectExactlyEqual(packed.unpack(), c.packedAuto!.unpack(), `${c.label}: unpack differs between ISAs`);
           expectExactlyEqual(int8GemmAccumulators(c.q!, packed), c.ref!, c.label);
         }
@@ -360,7 +371,7 @@ forEachIsa((isa) => {
       for (const [n, k] of [[1, 1], [3, 7], [17, 63], [65, 300], [300, 65], [7, 2048]] as const) {
         const w = rng.normalArray(n * k, 0.05, 0.5);
         if (n > 2) w.fill(0, 2 * k, 3 * k); // an all-zero channel
-        const packed = expectKernelRan('pack_s8', isa, () => packInt8Weights(w, n, k));
+        const packed = packWithCounter(isa, () => packInt8Weights(w, n, k));
         const ref = quantizeWeightsRef(w, n, k);
         expect(packed.outFeatures).toBe(n);
         expect(packed.inFeatures).toBe(k);

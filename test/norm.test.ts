@@ -125,6 +125,17 @@ forEachIsa((isa) => {
       }
     });
 
+    it('the default eps is 1e-5 (rows whose variance is comparable to it)', () => {
+      const rng = new TestRng(17);
+      for (const cols of [64, 100]) {
+        const x = rng.normalArray(4 * cols, 1e-3, 3e-3); // variance ~1e-5, small mean (no cancellation)
+        const g = rng.normalArray(cols, 1, 0.2);
+        const b = rng.normalArray(cols, 0, 0.2);
+        expectRowsClose(layerNorm(x, cols, g, b), layerNormRef({ x, cols, gamma: g, beta: b, eps: 1e-5 }), cols, REL, `layerNorm default eps cols ${cols}`);
+        expectRowsClose(rmsNorm(x, cols, g), rmsNormRef({ x, cols, gamma: g, eps: 1e-5 }), cols, REL, `rmsNorm default eps cols ${cols}`);
+      }
+    });
+
     it('rows with a large common offset (mean 30, std 1) stay accurate', () => {
       const rng = new TestRng(12);
       for (const cols of [64, 1024]) {

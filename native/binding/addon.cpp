@@ -184,7 +184,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   const std::string name = info[0].As<Napi::String>();
   Isa isa = best_isa();
   if (name != "auto" && !isa_from_name(name, &isa))
-    throw_code(env, "E_ISA", "unknown instruction set '" + name + "'; use scalar, avx2, avx512vnni or auto");
+    throw_code(env, "E_ISA", "unknown instruction set '" + name + "'; use scalar, avx2, avx512vnni, amx or auto");
   if (!set_isa(isa))
     throw_code(env, "E_ISA", "this CPU (or this build) cannot run " + name + "; best available: " + isa_name(best_isa()));
   return Napi::String::New(env, isa_name(current_isa()));

@@ -22,7 +22,11 @@ using namespace simd;
 #else
 #define CHIMERA_UNROLL
 #endif
-constexpr Isa kIsa = static_cast<Isa>(CHIMERA_LEVEL);
+// The ISA this build is counted as: the AMX build is the AVX-512 code plus AMX tiles in the int8 GEMM.
+#ifndef CHIMERA_ISA_ID
+#define CHIMERA_ISA_ID CHIMERA_LEVEL
+#endif
+constexpr Isa kIsa = static_cast<Isa>(CHIMERA_ISA_ID);
 
 // ------------------------------------------------------------------------------------------------ norms
 
@@ -368,6 +372,9 @@ static inline void f32_store_row(const F32Epilogue& ep, size_t n, size_t row, si
 // bytes. A tile reads one contiguous stream per group, which the hardware prefetchers follow best.
 
 #if CHIMERA_LEVEL == 2
+#ifndef CHIMERA_PF
+#define CHIMERA_PF 2048
+#endif
 // MR rows x NG groups (64 channels each): acc += u8(W) . s8(x) four k at a time with vpdpbusd. The weights
 // are u8 = s8 + 128, so the result carries 128 * sum_k x[k], removed per row in the epilogue.
 template <int MR, int NG>
@@ -386,6 +393,11 @@ static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
     __m512i bv[NR];
     CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_si512(b + (j / 4) * gstride + k * 256 + (j % 4) * 64);
+    if constexpr (MR <= 2) {
+      // Few rows: the tile streams weights faster than the L2 prefetcher ramps up on each new group.
+      CHIMERA_UNROLL
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (j / 4) * gstride + k * 256 + (j % 4) * 64 + CHIMERA_PF), _MM_HINT_T0);
+    }
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
@@ -493,30 +505,107 @@ static void s8_dispatch_rows(int mr, const PackedS8& wt, const int8_t* q, size_t
   }
 }
 
+#if defined(CHIMERA_AMX)
+// AMX-INT8: a 32 x 32 output block per k step from two 16-row tiles of x (signed) and two 16-channel panels
+// of weights (unsigned, u8 = s8 + 128, corrected per row as on the VNNI path). A panel of our layout is
+// already the tile's "VNNI" form: each row holds 4 k for 16 channels, rows 256 bytes apart.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+static void amx_block(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, int j0,
+                      const S8Epilogue& ep) {
+  const size_t kblocks = wt.kp / 64;
+  const uint8_t* b = wt.data + g * wt.kp * 64 + j0 * 64;
+  const int8_t* a = q + row0 * stride;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (size_t kb = 0; kb < kblocks; ++kb) {
+    _tile_loadd(4, a + kb * 64, stride);
+    _tile_loadd(5, a + 16 * stride + kb * 64, stride);
+    _tile_loadd(6, b + kb * 16 * 256, 256);
+    _tile_loadd(7, b + kb * 16 * 256 + 64, 256);
+    _tile_dpbsud(0, 4, 6);
+    _tile_dpbsud(1, 4, 7);
+    _tile_dpbsud(2, 5, 6);
+    _tile_dpbsud(3, 5, 7);
+  }
+  alignas(64) int32_t c[32][32];
+  _tile_stored(0, &c[0][0], 128);
+  _tile_stored(1, &c[0][16], 128);
+  _tile_stored(2, &c[16][0], 128);
+  _tile_stored(3, &c[16][16], 128);
+  const size_t c0 = g * 64 + j0 * 16;
+  if (c0 >= wt.n) return;
+  const size_t w = std::min<size_t>(32, wt.n - c0);
+  for (int r = 0; r < 32; ++r) s8_store_row(ep, wt, row0 + r, c0, w, c[r], 128 * ep.a_sums[row0 + r]);
+}
+
+// Runs whole 32-row blocks on AMX and returns how many rows it did (0 when the shape does not suit tiles).
+static size_t gemm_s8_amx(const PackedS8& wt, const int8_t* q, size_t stride, size_t rows, size_t g0, size_t g1,
+                          const S8Epilogue& ep) {
+  if (wt.kp % 64 != 0 || rows < 32) return 0;
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  const size_t done = rows / 32 * 32;
+  const size_t block = std::max<size_t>(1, (256 * 1024) / (wt.kp * 64));
+  for (size_t gb = g0; gb < g1; gb += block) {
+    const size_t ge = std::min(g1, gb + block);
+    for (size_t r = 0; r < done; r += 32)
+      for (size_t g = gb; g < ge; ++g) {
+        amx_block(wt, q, stride, r, g, 0, ep);
+        amx_block(wt, q, stride, r, g, 2, ep);
+      }
+  }
+  _tile_release();  // drop the tile state so context switches stay cheap
+  return done;
+}
+#endif
+
 static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t rows, size_t g0, size_t g1,
                     const S8Epilogue& ep) {
   count_kernel(Op::GemmS8, kIsa);
+  size_t first = 0;
+#if defined(CHIMERA_AMX)
+  first = gemm_s8_amx(wt, q, stride, rows, g0, g1, ep);
+#endif
   // Groups outermost in blocks that fit in L2 beside the activations, so each block of weights is read
   // from memory once for all row tiles.
   const size_t block = std::max<size_t>(2, (256 * 1024) / (wt.kp * 64));
   for (size_t gb = g0; gb < g1; gb += block) {
     const size_t ge = std::min(g1, gb + block);
-    size_t r = 0;
+    size_t r = first;
     for (; r + kS8MaxRows <= rows; r += kS8MaxRows) s8_rows<kS8MaxRows>(wt, q, stride, r, gb, ge, ep);
     if (r < rows) s8_dispatch_rows<kS8MaxRows>(static_cast<int>(rows - r), wt, q, stride, r, gb, ge, ep);
   }
 }
 
 // ------------------------------------------------------------------------------------------------ fp32 GEMM
+// Packed b (see PackedF32): groups of 64 columns, each k row of a group holding 4 panels of 16 floats.
+
+// Start of panel p's row 0; row kk is 64 floats further.
+static inline const float* f32_panel(const float* b, size_t k, size_t p) { return b + (p / 4) * k * 64 + (p % 4) * 16; }
 
 #if CHIMERA_LEVEL == 2
-constexpr int kF32MaxRows = 8;
-constexpr int f32_group(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr <= 4 ? 4 : 3; }
+constexpr int kF32MaxRows = 6;
+constexpr int f32_group(int mr) { return mr <= 2 ? 8 : 4; }
 template <int MR, int NR>
 static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
-  const size_t pstride = k * 16;
-  const float* bp = b + p * pstride;
+  const float* bp[NR];
+  CHIMERA_UNROLL
+  for (int j = 0; j < NR; ++j) bp[j] = f32_panel(b, k, p + j);
   const float* ar = a + row0 * lda;
   __m512 acc[MR][NR];
   CHIMERA_UNROLL
@@ -526,7 +615,7 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
   for (size_t kk = 0; kk < k; ++kk) {
     __m512 bv[NR];
     CHIMERA_UNROLL
-    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_ps(bp + j * pstride + kk * 16);
+    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_ps(bp[j] + kk * 64);
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(ar[r * lda + kk]);
@@ -548,8 +637,9 @@ constexpr int f32_group(int mr) { return mr <= 2 ? 2 : 1; }
 template <int MR, int NR>
 static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
-  const size_t pstride = k * 16;
-  const float* bp = b + p * pstride;
+  const float* bp[NR];
+  CHIMERA_UNROLL
+  for (int j = 0; j < NR; ++j) bp[j] = f32_panel(b, k, p + j);
   const float* ar = a + row0 * lda;
   __m256 acc[MR][2 * NR];
   CHIMERA_UNROLL
@@ -560,8 +650,8 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
     __m256 bv[2 * NR];
     CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) {
-      bv[2 * j] = _mm256_load_ps(bp + j * pstride + kk * 16);
-      bv[2 * j + 1] = _mm256_load_ps(bp + j * pstride + kk * 16 + 8);
+      bv[2 * j] = _mm256_load_ps(bp[j] + kk * 64);
+      bv[2 * j + 1] = _mm256_load_ps(bp[j] + kk * 64 + 8);
     }
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
@@ -584,11 +674,11 @@ constexpr int f32_group(int) { return 1; }
 template <int MR, int NR>
 static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
-  const float* bp = b + p * k * 16;
+  const float* bp = f32_panel(b, k, p);
   const float* ar = a + row0 * lda;
   float tile[16] = {0};
   for (size_t kk = 0; kk < k; ++kk)
-    for (int c = 0; c < 16; ++c) tile[c] += ar[kk] * bp[kk * 16 + c];
+    for (int c = 0; c < 16; ++c) tile[c] += ar[kk] * bp[kk * 64 + c];
   const size_t c0 = p * 16;
   f32_store_row(ep, n, row0, c0, std::min<size_t>(16, n - c0), tile);
 }
@@ -615,7 +705,7 @@ static void f32_dispatch_rows(int mr, const float* a, size_t lda, const float* b
 static void gemm_f32(const float* a, size_t lda, size_t rows, const float* b, size_t k, size_t n, size_t p0, size_t p1,
                      const F32Epilogue& ep) {
   count_kernel(ep.op, kIsa);
-  const size_t block = std::max<size_t>(1, (128 * 1024) / (k * 16 * sizeof(float)));
+  const size_t block = std::max<size_t>(4, (256 * 1024) / (k * 16 * sizeof(float)) / 4 * 4);
   for (size_t pb = p0; pb < p1; pb += block) {
     const size_t pe = std::min(p1, pb + block);
     size_t r = 0;

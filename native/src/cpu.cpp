@@ -1,5 +1,10 @@
 #include "chimera/cpu.h"
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #define CHIMERA_X86 1
 #if defined(_MSC_VER)
@@ -16,6 +21,7 @@ const char* isa_name(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Amx: return "amx";
   }
   return "unknown";
 }
@@ -61,9 +67,10 @@ static CpuFeatures detect() {
   f.fma = (r[2] >> 12) & 1;
   f.avx = (r[2] >> 28) & 1;
   f.f16c = (r[2] >> 29) & 1;
+  unsigned long long xcr0 = 0;
   if (osxsave) {
     // The CPU may support AVX while the OS does not save the wider registers on a context switch.
-    const unsigned long long xcr0 = xgetbv0();
+    xcr0 = xgetbv0();
     f.os_avx = (xcr0 & 0x6) == 0x6;
     f.os_avx512 = f.os_avx && (xcr0 & 0xE0) == 0xE0;
   }
@@ -88,6 +95,13 @@ static CpuFeatures detect() {
       f.avx512bf16 = (r[0] >> 5) & 1;
     }
   }
+  // Tile state (XCR0 bits 17, 18) must be enabled, and on Linux each process must ask for tile data.
+  if (f.amx_tile && f.amx_int8 && (xcr0 & 0x60000) == 0x60000) {
+#if defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    f.os_amx = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#endif
+  }
 #endif
   return f;
 }
@@ -98,7 +112,7 @@ std::vector<std::pair<const char*, bool>> CpuFeatures::list() const {
           {"avx512vl", avx512vl && os_avx512}, {"avx512dq", avx512dq && os_avx512}, {"avx512cd", avx512cd && os_avx512},
           {"avx512vnni", avx512vnni && os_avx512}, {"avx512vbmi", avx512vbmi && os_avx512},
           {"avx512bf16", avx512bf16 && os_avx512}, {"avx512fp16", avx512fp16 && os_avx512},
-          {"avxvnni", avxvnni && os_avx}, {"amx_tile", amx_tile}, {"amx_int8", amx_int8}, {"amx_bf16", amx_bf16}};
+          {"avxvnni", avxvnni && os_avx}, {"amx_tile", amx_tile && os_amx}, {"amx_int8", amx_int8 && os_amx}, {"amx_bf16", amx_bf16 && os_amx}};
 }
 
 const CpuFeatures& cpu_features() {
@@ -123,6 +137,7 @@ bool isa_supported(Isa isa) {
     case Isa::Avx512Vnni:
       return isa_supported(Isa::Avx2) && f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq &&
              f.avx512vnni;
+    case Isa::Amx: return isa_supported(Isa::Avx512Vnni) && f.amx_tile && f.amx_int8 && f.os_amx;
   }
   return false;
 }

@@ -13,6 +13,7 @@ std::atomic<uint64_t> g_counts[static_cast<int>(Op::kCount)][kIsaCount];
 const KernelTable* table_for(Isa isa) {
   switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
+    case Isa::Amx: return &kernels_amx();
     case Isa::Avx512Vnni: return &kernels_avx512();
     case Isa::Avx2: return &kernels_avx2();
 #endif
@@ -24,7 +25,7 @@ std::atomic<const KernelTable*> g_table{nullptr};
 }  // namespace
 
 const char* op_name(Op op) {
-  static const char* names[] = {"layer_norm", "rms_norm", "quantize_rows", "dql", "matmul_integer", "gemm_s8", "gemm_f32", "sgemm"};
+  static const char* const names[] = {"layer_norm", "rms_norm", "quantize_rows", "dql", "matmul_integer", "gemm_s8", "gemm_f32", "sgemm"};
   return names[static_cast<int>(op)];
 }
 
@@ -54,7 +55,7 @@ const char* init_isa_from_env() {
   if (!env || !*env || std::string(env) == "auto") return "";
   Isa isa;
   if (!isa_from_name(env, &isa)) {
-    error = std::string("CHIMERA_ISA=") + env + " is not a known instruction set; use scalar, avx2, avx512vnni or auto";
+    error = std::string("CHIMERA_ISA=") + env + " is not a known instruction set; use scalar, avx2, avx512vnni, amx or auto";
     return error.c_str();
   }
   if (!set_isa(isa)) {

@@ -83,8 +83,9 @@ bool dynamic_quantize_linear(const float* x, size_t n, uint8_t* y, float* scale,
   // ONNX: the range always includes 0; scale and zero point are computed in float32.
   const float s = (mx - mn) / 255.0f;
   if (s == 0.0f) {
+    // All zeros: onnxruntime reports scale 1 (the ONNX formula would divide by zero), zero point 0.
     std::memset(y, 0, n);
-    *scale = 0.0f;
+    *scale = 1.0f;
     *zero_point = 0;
     return true;
   }
@@ -165,29 +166,41 @@ void linear_s8(const PackedS8& w, const int8_t* q, size_t q_stride, const float*
 
 // ------------------------------------------------------------------------------------------------ fp32
 
+// Packs w ([n, k] when !k_major, else [k, n]) into groups of 64 columns x k, zero padded.
+static void pack_f32_into(const float* w, size_t n, size_t k, bool k_major, float* dst) {
+  const size_t groups = (n + 63) / 64;
+  std::memset(dst, 0, groups * k * 64 * sizeof(float));
+  for (size_t col = 0; col < n; ++col) {
+    float* d = dst + (col / 64) * k * 64 + col % 64;
+    if (k_major)
+      for (size_t j = 0; j < k; ++j) d[j * 64] = w[j * n + col];
+    else
+      for (size_t j = 0; j < k; ++j) d[j * 64] = w[col * k + j];
+  }
+}
+
 PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major) {
   auto* p = new PackedF32();
   p->n = n;
   p->k = k;
-  p->panels = (n + 15) / 16;
+  p->panels = (n + 63) / 64 * 4;
   p->bytes = p->panels * k * 16 * sizeof(float);
   p->data = static_cast<float*>(aligned_alloc64(p->bytes));
-  std::memset(p->data, 0, p->bytes);
-  for (size_t col = 0; col < n; ++col) {
-    float* panel = p->data + (col / 16) * k * 16 + col % 16;
-    if (k_major)
-      for (size_t j = 0; j < k; ++j) panel[j * 16] = w[j * n + col];
-    else
-      for (size_t j = 0; j < k; ++j) panel[j * 16] = w[col * k + j];
-  }
+  pack_f32_into(w, n, k, k_major, p->data);
   return p;
 }
 
-void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out) {
+// Splits the panels of an fp32 GEMM over threads in whole 64-column groups.
+static void run_f32(const float* a, size_t rows, const float* b, size_t k, size_t n, const F32Epilogue& ep) {
   const KernelTable& t = kernels();
-  const F32Epilogue ep{1.0f, 0.0f, bias, act, out, w.n, Op::GemmF32};
-  parallel_for(w.panels, std::max<size_t>(1, kParallelMacs / (rows * w.k * 16)),
-               [&](size_t p0, size_t p1) { t.gemm_f32(x, w.k, rows, w.data, w.k, w.n, p0, p1, ep); });
+  const size_t groups = (n + 63) / 64;
+  parallel_for(groups, std::max<size_t>(1, kParallelMacs / (rows * k * 64)), [&](size_t g0, size_t g1) {
+    t.gemm_f32(a, k, rows, b, k, n, g0 * 4, std::min((n + 15) / 16, g1 * 4), ep);
+  });
+}
+
+void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out) {
+  run_f32(x, rows, w.data, w.k, w.n, F32Epilogue{1.0f, 0.0f, bias, act, out, w.n, Op::GemmF32});
 }
 
 void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,
@@ -201,29 +214,16 @@ void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool tr
       for (size_t j = 0; j < k; ++j) t[i * k + j] = a[j * m + i];
     ar = t;
   }
-  // Repack b into the panel layout, reusing this thread's buffer when it is large enough.
-  const size_t panels = (n + 15) / 16;
-  const size_t need = panels * k * 16 * sizeof(float);
+  // Repack b into the panel layout, in this thread's buffer (grown once, then reused).
+  const size_t need = (n + 63) / 64 * k * 64 * sizeof(float);
   if (b_pack.bytes < need) {
     aligned_free64(b_pack.data);
+    b_pack.data = nullptr;
     b_pack.data = static_cast<float*>(aligned_alloc64(need));
     b_pack.bytes = need;
   }
-  float* bp = b_pack.data;
-  for (size_t col = 0; col < n; ++col) {
-    float* panel = bp + (col / 16) * k * 16 + col % 16;
-    if (trans_b)
-      for (size_t j = 0; j < k; ++j) panel[j * 16] = b[col * k + j];
-    else
-      for (size_t j = 0; j < k; ++j) panel[j * 16] = b[j * n + col];
-  }
-  if (n % 16)  // zero the padding columns of the last panel
-    for (size_t j = 0; j < k; ++j)
-      for (size_t col = n; col < panels * 16; ++col) bp[(col / 16) * k * 16 + j * 16 + col % 16] = 0.0f;
-  const KernelTable& t = kernels();
-  const F32Epilogue ep{alpha, beta, nullptr, Activation::None, c, n, Op::Sgemm};
-  parallel_for(panels, std::max<size_t>(1, kParallelMacs / (m * k * 16)),
-               [&](size_t p0, size_t p1) { t.gemm_f32(ar, k, m, bp, k, n, p0, p1, ep); });
+  pack_f32_into(b, n, k, !trans_b, b_pack.data);
+  run_f32(ar, m, b_pack.data, k, n, F32Epilogue{alpha, beta, nullptr, Activation::None, c, n, Op::Sgemm});
 }
 
 }  // namespace chimera

@@ -7,8 +7,10 @@
 namespace chimera {
 
 // Ordered: a higher level implies everything a lower one needs.
-enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512Vnni = 2 };
-constexpr int kIsaCount = 3;
+// Amx is Avx512Vnni plus AMX-INT8 tiles for the int8 GEMM at larger row counts; every other kernel is the
+// AVX-512 one.
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512Vnni = 2, Amx = 3 };
+constexpr int kIsaCount = 4;
 
 const char* isa_name(Isa isa);
 bool isa_from_name(const std::string& name, Isa* out);
@@ -20,6 +22,7 @@ struct CpuFeatures {
   bool amx_tile = false, amx_int8 = false, amx_bf16 = false;
   bool os_avx = false;     // XCR0 enables YMM state
   bool os_avx512 = false;  // XCR0 enables opmask + ZMM state
+  bool os_amx = false;     // XCR0 enables tile state and the kernel granted this process tile data
   std::vector<std::pair<const char*, bool>> list() const;
 };
 

@@ -45,6 +45,7 @@ struct KernelTable {
 const KernelTable& kernels_scalar();
 const KernelTable& kernels_avx2();
 const KernelTable& kernels_avx512();
+const KernelTable& kernels_amx();
 const KernelTable& kernels();  // the current table
 
 }  // namespace chimera
