@@ -36,6 +36,7 @@
         "native/src/dispatch.cpp",
         "native/src/ops.cpp",
         "native/src/thread_pool.cpp",
+        "native/src/marian.cpp",
         "native/kernels/kernels_scalar.cpp",
         "native/binding/addon.cpp"
       ],

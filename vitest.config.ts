@@ -5,6 +5,7 @@ export default defineConfig({
     // Native addons crash in worker threads; each test file gets its own process instead.
     pool: 'forks',
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },

@@ -1,32 +1,121 @@
 #!/usr/bin/env node
 /** The `chimera` command line. */
-import { cpuInfo, getThreads, setIsa, setThreads } from './kernels';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { ChimeraError } from './errors';
+import { cpuInfo, getThreads, setIsa, setThreads, type Isa } from './kernels';
 import { selfTest } from './selftest';
 
 const USAGE = `usage: chimera <command> [options]
 
 commands:
+  translate [text]     translate text (or each line of stdin) with --model DIR, or the built-in demo model
+                         --model DIR  --precision fp32|fp16|int8  --beam N  --max-length N
+  make-model           write a model with deterministic random weights in Hugging Face layout
+                         --preset tiny|opus-mt-en-de  --seed N  --out DIR
   info                 CPU features, the kernel path in use and the thread count
   selftest             run every kernel on every ISA this CPU supports against a plain reference
-                       and print timings
 
-options:
-  --isa scalar|avx2|avx512vnni|auto   force a kernel path (same as CHIMERA_ISA)
-  --threads N                          intra-op threads (same as CHIMERA_THREADS)
+global options:
+  --isa scalar|avx2|avx512vnni|amx|auto   force a kernel path (same as CHIMERA_ISA)
+  --threads N                              intra-op threads (same as CHIMERA_THREADS)
 `;
 
-function main(argv: string[]): number {
-  const args = [...argv];
-  const cmd = args.shift();
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--isa') setIsa(args[++i] as never);
-    else if (args[i] === '--threads') setThreads(Number(args[++i]));
-    else {
-      process.stderr.write(`chimera: unknown option ${args[i]}\n${USAGE}`);
-      return 2;
-    }
+/** The demo model shipped with the package (see models/marian-m30k-en-de/README.md for its provenance). */
+export function defaultModelDir(): string {
+  return path.resolve(__dirname, '..', 'models', 'marian-m30k-en-de');
+}
+
+interface Parsed {
+  cmd: string | undefined;
+  positional: string[];
+  flags: Map<string, string>;
+}
+
+const BOOLEAN_FLAGS = new Set<string>();
+
+function parse(argv: string[]): Parsed {
+  const flags = new Map<string, string>();
+  const positional: string[] = [];
+  let cmd: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+      if (eq > 0) flags.set(name, a.slice(eq + 1));
+      else if (BOOLEAN_FLAGS.has(name)) flags.set(name, 'true');
+      else {
+        if (i + 1 >= argv.length) throw new ChimeraError('E_ARG', `--${name} needs a value`);
+        flags.set(name, argv[++i]);
+      }
+    } else if (cmd === undefined) cmd = a;
+    else positional.push(a);
   }
-  switch (cmd) {
+  return { cmd, positional, flags };
+}
+
+function intFlag(p: Parsed, name: string): number | undefined {
+  const v = p.flags.get(name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new ChimeraError('E_ARG', `--${name} must be a non-negative integer, got ${v}`);
+  return n;
+}
+
+function takeFlags(p: Parsed, allowed: string[]): void {
+  for (const k of p.flags.keys())
+    if (!allowed.includes(k) && k !== 'isa' && k !== 'threads') throw new ChimeraError('E_ARG', `unknown option --${k} for ${p.cmd}\n${USAGE}`);
+}
+
+async function translate(p: Parsed): Promise<number> {
+  takeFlags(p, ['model', 'precision', 'beam', 'max-length']);
+  const { MarianModel } = await import('./marian');
+  const dir = p.flags.get('model') ?? defaultModelDir();
+  const precision = (p.flags.get('precision') ?? 'fp32') as 'fp32';
+  const model = await MarianModel.load(dir, { precision });
+  const tok = model.tokenizer;
+  if (!tok) throw new ChimeraError('E_MODEL', `${dir} has no tokenizer.json`);
+  const beam = intFlag(p, 'beam');
+  const maxNewTokens = intFlag(p, 'max-length');
+  const run = (text: string): string => {
+    if (text.trim() === '') return '';
+    const r = model.generate([tok.encode(text)], { beam, maxNewTokens });
+    return tok.decode(r.ids[0]);
+  };
+  if (p.positional.length > 0) {
+    console.log(run(p.positional.join(' ')));
+    return 0;
+  }
+  // No text: translate stdin line by line, one output line per input line (empty lines stay empty).
+  const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of rl) process.stdout.write(run(line) + '\n');
+  return 0;
+}
+
+async function makeModelCmd(p: Parsed): Promise<number> {
+  takeFlags(p, ['preset', 'seed', 'out']);
+  const { makeModel } = await import('./model/make-model');
+  const out = p.flags.get('out');
+  if (!out) throw new ChimeraError('E_ARG', 'make-model needs --out DIR');
+  const preset = p.flags.get('preset') ?? 'tiny';
+  if (preset !== 'tiny' && preset !== 'opus-mt-en-de') throw new ChimeraError('E_ARG', `--preset must be tiny or opus-mt-en-de, got ${preset}`);
+  await makeModel({ preset, seed: intFlag(p, 'seed') ?? 0, out });
+  console.log(`wrote ${preset} model to ${out}`);
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const p = parse(argv);
+  const isa = p.flags.get('isa');
+  if (isa !== undefined) setIsa(isa as Isa);
+  const threads = intFlag(p, 'threads');
+  if (threads !== undefined) setThreads(threads);
+  switch (p.cmd) {
+    case 'translate':
+      return translate(p);
+    case 'make-model':
+      return makeModelCmd(p);
     case 'info': {
       const info = cpuInfo();
       const on = Object.entries(info.features).filter(([, v]) => v).map(([k]) => k);
@@ -40,19 +129,21 @@ function main(argv: string[]): number {
       return selfTest() ? 0 : 1;
     case undefined:
     case 'help':
-    case '--help':
       process.stdout.write(USAGE);
-      return cmd === undefined ? 2 : 0;
+      return p.cmd === undefined ? 2 : 0;
     default:
-      process.stderr.write(`chimera: unknown command '${cmd}'\n${USAGE}`);
+      process.stderr.write(`chimera: unknown command '${p.cmd}'\n${USAGE}`);
       return 2;
   }
 }
 
-try {
-  process.exitCode = main(process.argv.slice(2));
-} catch (e) {
-  const err = e as { code?: string; message?: string };
-  process.stderr.write(`chimera: ${err.code ? `[${err.code}] ` : ''}${err.message ?? String(e)}\n`);
-  process.exitCode = 1;
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (e) => {
+      const err = e as { code?: string; message?: string };
+      process.stderr.write(`chimera: ${err.code ? `[${err.code}] ` : ''}${err.message ?? String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
 }

@@ -6,6 +6,8 @@ export type ChimeraErrorCode =
   | 'E_RANGE' // a value outside the domain the operation accepts (e.g. NaN where a finite value is required)
   | 'E_ISA' // an instruction set that this CPU or build cannot run
   | 'E_NATIVE_LOAD' // the native addon could not be loaded
+  | 'E_MODEL' // a model directory or file that is missing, malformed, hostile or unsupported
+  | 'E_INPUT' // text or token input the model cannot take (empty, invalid ids, too long)
   | 'E_NATIVE'; // the native layer refused the call (a bug if the JS checks passed)
 
 export class ChimeraError extends Error {

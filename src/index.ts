@@ -1,3 +1,11 @@
 export { ChimeraError } from './errors';
 export type { ChimeraErrorCode } from './errors';
 export * from './kernels';
+export { MarianModel } from './marian';
+export type { Precision, PrecisionPlan, MarianLoadOptions, GenerateOptions, GenerateResult } from './marian';
+export { Translator } from './translator';
+export type { TranslateOptions, TranslationResult, StreamEvent } from './translator';
+export { MarianTokenizer } from './model/tokenizer';
+export { readMarianConfig } from './model/config';
+export type { MarianConfig } from './model/config';
+export { makeModel } from './model/make-model';

@@ -594,16 +594,44 @@ static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
 // ------------------------------------------------------------------------------------------------ fp32 GEMM
 // Packed b (see PackedF32): groups of 64 columns, each k row of a group holding 4 panels of 16 floats.
 
-// Start of panel p's row 0; row kk is 64 floats further.
-static inline const float* f32_panel(const float* b, size_t k, size_t p) { return b + (p / 4) * k * 64 + (p % 4) * 16; }
+// The same layout holds fp16 weights (the fp16 tier: half the bytes, converted to fp32 as they are loaded).
+
+// Start of panel p's row 0; row kk is 64 elements further.
+template <typename WT>
+static inline const WT* f32_panel(const WT* b, size_t k, size_t p) { return b + (p / 4) * k * 64 + (p % 4) * 16; }
+
+static inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      int e = -1;
+      do { man <<= 1; ++e; } while (!(man & 0x400));
+      bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+    }
+  } else {
+    bits = sign | (exp + 112) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 #if CHIMERA_LEVEL == 2
+static inline __m512 load16(const float* p) { return _mm512_load_ps(p); }
+static inline __m512 load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
+}
 constexpr int kF32MaxRows = 6;
 constexpr int f32_group(int mr) { return mr <= 2 ? 8 : 4; }
-template <int MR, int NR>
-static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
+template <int MR, int NR, typename WT>
+static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
-  const float* bp[NR];
+  const WT* bp[NR];
   CHIMERA_UNROLL
   for (int j = 0; j < NR; ++j) bp[j] = f32_panel(b, k, p + j);
   const float* ar = a + row0 * lda;
@@ -615,7 +643,7 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
   for (size_t kk = 0; kk < k; ++kk) {
     __m512 bv[NR];
     CHIMERA_UNROLL
-    for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_ps(bp[j] + kk * 64);
+    for (int j = 0; j < NR; ++j) bv[j] = load16(bp[j] + kk * 64);
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(ar[r * lda + kk]);
@@ -629,15 +657,18 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
     CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) _mm512_store_ps(tile[r] + j * 16, acc[r][j]);
   const size_t c0 = p * 16;
+  if (c0 >= n) return;
   for (int r = 0; r < MR; ++r) f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile[r]);
 }
 #elif CHIMERA_LEVEL == 1
+static inline __m256 load8(const float* p) { return _mm256_load_ps(p); }
+static inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p))); }
 constexpr int kF32MaxRows = 6;
 constexpr int f32_group(int mr) { return mr <= 2 ? 2 : 1; }
-template <int MR, int NR>
-static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
+template <int MR, int NR, typename WT>
+static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
-  const float* bp[NR];
+  const WT* bp[NR];
   CHIMERA_UNROLL
   for (int j = 0; j < NR; ++j) bp[j] = f32_panel(b, k, p + j);
   const float* ar = a + row0 * lda;
@@ -650,8 +681,8 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
     __m256 bv[2 * NR];
     CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) {
-      bv[2 * j] = _mm256_load_ps(bp[j] + kk * 64);
-      bv[2 * j + 1] = _mm256_load_ps(bp[j] + kk * 64 + 8);
+      bv[2 * j] = load8(bp[j] + kk * 64);
+      bv[2 * j + 1] = load8(bp[j] + kk * 64 + 8);
     }
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
@@ -666,60 +697,130 @@ static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_
     CHIMERA_UNROLL
     for (int j = 0; j < 2 * NR; ++j) _mm256_store_ps(tile[r] + j * 8, acc[r][j]);
   const size_t c0 = p * 16;
+  if (c0 >= n) return;
   for (int r = 0; r < MR; ++r) f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(NR * 16, n - c0), tile[r]);
 }
 #else
+static inline float to_float(float x) { return x; }
+static inline float to_float(uint16_t h) { return half_to_float(h); }
 constexpr int kF32MaxRows = 1;
 constexpr int f32_group(int) { return 1; }
-template <int MR, int NR>
-static void f32_tile(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p,
+template <int MR, int NR, typename WT>
+static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
-  const float* bp = f32_panel(b, k, p);
+  const WT* bp = f32_panel(b, k, p);
   const float* ar = a + row0 * lda;
   float tile[16] = {0};
   for (size_t kk = 0; kk < k; ++kk)
-    for (int c = 0; c < 16; ++c) tile[c] += ar[kk] * bp[kk * 64 + c];
+    for (int c = 0; c < 16; ++c) tile[c] += ar[kk] * to_float(bp[kk * 64 + c]);
   const size_t c0 = p * 16;
+  if (c0 >= n) return;
   f32_store_row(ep, n, row0, c0, std::min<size_t>(16, n - c0), tile);
 }
 #endif
 
-template <int MR>
-static void f32_rows(const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0, size_t p0, size_t p1,
+// Panels come in whole groups of 4 (padding columns are zero and never stored), so every tile is 4 or 8
+// panels wide: never a single accumulator chain per row.
+template <int MR, typename WT>
+static void f32_rows(const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0, size_t p0, size_t p1,
                      const F32Epilogue& ep) {
   constexpr int G = f32_group(MR);
   size_t p = p0;
-  for (; p + G <= p1; p += G) f32_tile<MR, G>(a, lda, b, k, n, row0, p, ep);
-  for (; p < p1; ++p) f32_tile<MR, 1>(a, lda, b, k, n, row0, p, ep);
+  for (; p + G <= p1; p += G) f32_tile<MR, G, WT>(a, lda, b, k, n, row0, p, ep);
+  if constexpr (G > 4)
+    for (; p + 4 <= p1; p += 4) f32_tile<MR, 4, WT>(a, lda, b, k, n, row0, p, ep);
+  for (; p < p1; ++p) f32_tile<MR, 1, WT>(a, lda, b, k, n, row0, p, ep);
 }
 
-template <int MR>
-static void f32_dispatch_rows(int mr, const float* a, size_t lda, const float* b, size_t k, size_t n, size_t row0,
+template <int MR, typename WT>
+static void f32_dispatch_rows(int mr, const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0,
                               size_t p0, size_t p1, const F32Epilogue& ep) {
   if constexpr (MR >= 1) {
-    if (mr == MR) return f32_rows<MR>(a, lda, b, k, n, row0, p0, p1, ep);
-    if constexpr (MR > 1) return f32_dispatch_rows<MR - 1>(mr, a, lda, b, k, n, row0, p0, p1, ep);
+    if (mr == MR) return f32_rows<MR, WT>(a, lda, b, k, n, row0, p0, p1, ep);
+    if constexpr (MR > 1) return f32_dispatch_rows<MR - 1, WT>(mr, a, lda, b, k, n, row0, p0, p1, ep);
+  }
+}
+
+template <typename WT>
+static void gemm_packed(const float* a, size_t lda, size_t rows, const WT* b, size_t k, size_t n, size_t p0, size_t p1,
+                        const F32Epilogue& ep) {
+  count_kernel(ep.op, kIsa);
+  const size_t block = std::max<size_t>(8, (256 * 1024) / (k * 16 * sizeof(WT)) / 4 * 4);
+  for (size_t pb = p0; pb < p1; pb += block) {
+    const size_t pe = std::min(p1, pb + block);
+    size_t r = 0;
+    for (; r + kF32MaxRows <= rows; r += kF32MaxRows) f32_rows<kF32MaxRows, WT>(a, lda, b, k, n, r, pb, pe, ep);
+    if (r < rows) f32_dispatch_rows<kF32MaxRows, WT>(static_cast<int>(rows - r), a, lda, b, k, n, r, pb, pe, ep);
   }
 }
 
 static void gemm_f32(const float* a, size_t lda, size_t rows, const float* b, size_t k, size_t n, size_t p0, size_t p1,
                      const F32Epilogue& ep) {
-  count_kernel(ep.op, kIsa);
-  const size_t block = std::max<size_t>(4, (256 * 1024) / (k * 16 * sizeof(float)) / 4 * 4);
-  for (size_t pb = p0; pb < p1; pb += block) {
-    const size_t pe = std::min(p1, pb + block);
-    size_t r = 0;
-    for (; r + kF32MaxRows <= rows; r += kF32MaxRows) f32_rows<kF32MaxRows>(a, lda, b, k, n, r, pb, pe, ep);
-    if (r < rows) f32_dispatch_rows<kF32MaxRows>(static_cast<int>(rows - r), a, lda, b, k, n, r, pb, pe, ep);
-  }
+  gemm_packed<float>(a, lda, rows, b, k, n, p0, p1, ep);
 }
 
+static void gemm_f16(const float* a, size_t lda, size_t rows, const uint16_t* b, size_t k, size_t n, size_t p0,
+                     size_t p1, const F32Epilogue& ep) {
+  gemm_packed<uint16_t>(a, lda, rows, b, k, n, p0, p1, ep);
+}
+
+// ------------------------------------------------------------------------------------------------ attention
+
+static inline float dot(const float* a, const float* b, size_t n) {
+  vf acc = zero();
+  size_t i = 0;
+  for (; i + W <= n; i += W) acc = fmadd(load(a + i), load(b + i), acc);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+static inline void axpy(float alpha, const float* x, float* y, size_t n) {
+  const vf va = set1(alpha);
+  size_t i = 0;
+  for (; i + W <= n; i += W) store(y + i, fmadd(va, load(x + i), load(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// softmax(q . k^T) . v for query rows [0, nq) of one head. Query i sees keys [0, min(nk, i + 1 + causal)) when
+// causal >= 0, else all nk keys. Scores are not scaled here: the model folds the scale into q.
+static void attention(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
+                      size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores) {
+  count_kernel(Op::Attention, kIsa);
+  for (size_t i = 0; i < nq; ++i) {
+    const float* qi = q + i * ldq;
+    size_t len = nk;
+    if (causal >= 0) len = std::min(nk, i + 1 + static_cast<size_t>(causal));
+    float mx = -INFINITY;
+    for (size_t j = 0; j < len; ++j) {
+      scores[j] = dot(qi, k + j * ldk, hd);
+      mx = std::max(mx, scores[j]);
+    }
+    float sum = 0;
+    size_t j = 0;
+    const vf vm = set1(mx);
+    for (; j + W <= len; j += W) {
+      const vf e = simd::exp(sub(load(scores + j), vm));
+      store(scores + j, e);
+      sum += hsum(e);
+    }
+    for (; j < len; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      sum += scores[j];
+    }
+    float* oi = o + i * ldo;
+    std::memset(oi, 0, hd * sizeof(float));
+    const float inv = 1.0f / sum;
+    for (size_t jj = 0; jj < len; ++jj) axpy(scores[jj] * inv, v + jj * ldv, oi, hd);
+  }
+}
 }  // namespace CHIMERA_NS
 
 const KernelTable& CHIMERA_TABLE() {
   static const KernelTable table = {
       CHIMERA_NS::kIsa,          CHIMERA_NS::norm_rows, CHIMERA_NS::quantize_rows, CHIMERA_NS::min_max,
       CHIMERA_NS::dql_apply,     CHIMERA_NS::dot_s16,   CHIMERA_NS::gemm_s8,       CHIMERA_NS::gemm_f32,
+      CHIMERA_NS::gemm_f16,      CHIMERA_NS::attention,
   };
   return table;
 }

@@ -51,7 +51,10 @@ PackedS8::~PackedS8() {
   delete[] scales;
 }
 
-PackedF32::~PackedF32() { aligned_free64(data); }
+PackedF32::~PackedF32() {
+  aligned_free64(data);
+  aligned_free64(half);
+}
 
 // ------------------------------------------------------------------------------------------------ norms
 
@@ -190,23 +193,64 @@ PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major) {
   return p;
 }
 
+// IEEE binary16, round to nearest even; overflow becomes Inf (callers check the range first).
+static uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  const uint32_t absx = x & 0x7fffffff;
+  if (absx >= 0x7f800000) return static_cast<uint16_t>(sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0));
+  if (absx >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // rounds past 65504
+  if (absx < 0x38800000) {  // subnormal or zero in fp16
+    if (absx < 0x33000000) return static_cast<uint16_t>(sign);
+    const uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;  // 14..24
+    uint32_t h = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) ++h;
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = ((absx >> 13) - (112u << 10));
+  const uint32_t rem = absx & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+PackedF32* pack_f16(const float* w, size_t n, size_t k) {
+  auto* p = new PackedF32();
+  p->n = n;
+  p->k = k;
+  p->panels = (n + 63) / 64 * 4;
+  p->bytes = p->panels * k * 16 * sizeof(uint16_t);
+  p->half = static_cast<uint16_t*>(aligned_alloc64(p->bytes));
+  std::memset(p->half, 0, p->bytes);
+  for (size_t col = 0; col < n; ++col) {
+    uint16_t* d = p->half + (col / 64) * k * 64 + col % 64;
+    for (size_t j = 0; j < k; ++j) d[j * 64] = float_to_half(w[col * k + j]);
+  }
+  return p;
+}
+
 // Splits the panels of an fp32 GEMM over threads in whole 64-column groups.
-static void run_f32(const float* a, size_t rows, const float* b, size_t k, size_t n, const F32Epilogue& ep) {
+static void run_f32(const float* a, size_t rows, const PackedF32& w, const F32Epilogue& ep) {
   const KernelTable& t = kernels();
-  const size_t groups = (n + 63) / 64;
-  parallel_for(groups, std::max<size_t>(1, kParallelMacs / (rows * k * 64)), [&](size_t g0, size_t g1) {
-    t.gemm_f32(a, k, rows, b, k, n, g0 * 4, std::min((n + 15) / 16, g1 * 4), ep);
+  const size_t groups = (w.n + 63) / 64;
+  parallel_for(groups, std::max<size_t>(1, kParallelMacs / (rows * w.k * 64)), [&](size_t g0, size_t g1) {
+    if (w.half)
+      t.gemm_f16(a, w.k, rows, w.half, w.k, w.n, g0 * 4, g1 * 4, ep);
+    else
+      t.gemm_f32(a, w.k, rows, w.data, w.k, w.n, g0 * 4, g1 * 4, ep);
   });
 }
 
 void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out) {
-  run_f32(x, rows, w.data, w.k, w.n, F32Epilogue{1.0f, 0.0f, bias, act, out, w.n, Op::GemmF32});
+  run_f32(x, rows, w, F32Epilogue{1.0f, 0.0f, bias, act, out, w.n, w.half ? Op::GemmF16 : Op::GemmF32});
 }
 
 void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,
            float beta, float* c) {
   thread_local std::vector<float> a_buf;
-  thread_local PackedF32 b_pack;
+  thread_local PackedF32 b_pack;  // reused packing buffer: `bytes` is its capacity
   const float* ar = a;
   if (trans_a) {
     float* t = scratch(a_buf, m * k);
@@ -223,7 +267,9 @@ void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool tr
     b_pack.bytes = need;
   }
   pack_f32_into(b, n, k, !trans_b, b_pack.data);
-  run_f32(ar, m, b_pack.data, k, n, F32Epilogue{alpha, beta, nullptr, Activation::None, c, n, Op::Sgemm});
+  b_pack.n = n;
+  b_pack.k = k;
+  run_f32(ar, m, b_pack, F32Epilogue{alpha, beta, nullptr, Activation::None, c, n, Op::Sgemm});
 }
 
 }  // namespace chimera

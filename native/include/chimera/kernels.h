@@ -11,7 +11,7 @@ namespace chimera {
 enum class Activation : int { None = 0, Relu = 1, Silu = 2, Gelu = 3, GeluTanh = 4 };
 
 // Counted kernel entry points, so a test can prove which ISA path actually ran.
-enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, kCount };
+enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, GemmF16, Attention, kCount };
 const char* op_name(Op op);
 void count_kernel(Op op, Isa isa);
 uint64_t kernel_count(Op op, Isa isa);
@@ -73,9 +73,11 @@ void linear_s8(const PackedS8& w, const int8_t* q, size_t q_stride, const float*
                size_t rows, const float* bias, Activation act, float* out, int32_t* raw = nullptr);
 
 // ---- fp32 linear layers and GEMM
+// fp32 (or fp16) weights in groups of 64 columns x k: each k row of a group holds 4 panels of 16 values.
 struct PackedF32 {
   size_t n = 0, k = 0, panels = 0;
-  float* data = nullptr;  // [panels][k][16]
+  float* data = nullptr;     // fp32 weights, or
+  uint16_t* half = nullptr;  // fp16 weights (IEEE binary16), converted to fp32 as they are loaded
   size_t bytes = 0;
   PackedF32() = default;
   PackedF32(const PackedF32&) = delete;
@@ -84,6 +86,7 @@ struct PackedF32 {
 };
 // w is [n, k] (Linear layout) when !k_major, or [k, n] when k_major.
 PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major);
+PackedF32* pack_f16(const float* w, size_t n, size_t k);  // w is [n, k]; rounds to nearest even fp16
 void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out);
 // c[m, n] = alpha * op(a) . op(b) + beta * c
 void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,

@@ -1,0 +1,177 @@
+/**
+ * Reads a Hugging Face `MarianMTModel` config.json (plus generation_config.json when present) into a typed,
+ * validated MarianConfig. Anything the engine does not implement is refused with E_MODEL naming the field,
+ * rather than silently computing a different function.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ChimeraError } from '../errors';
+
+export type MarianActivation = 'swish' | 'silu' | 'gelu' | 'relu' | 'gelu_new';
+const ACTIVATIONS: readonly MarianActivation[] = ['swish', 'silu', 'gelu', 'relu', 'gelu_new'];
+
+export interface MarianConfig {
+  vocabSize: number;
+  dModel: number;
+  encoderLayers: number;
+  decoderLayers: number;
+  encoderHeads: number;
+  decoderHeads: number;
+  encoderFfn: number;
+  decoderFfn: number;
+  activation: MarianActivation;
+  maxPositions: number;
+  scaleEmbedding: boolean;
+  padId: number;
+  eosId: number;
+  decoderStartId: number;
+  forcedEosId: number | null;
+  /** Token sequences never to generate; Marian always bans pad, so [[padId]] when the files say nothing. */
+  badWordsIds: number[][];
+  numBeams: number;
+  /** Generation length limit, counting the decoder start token (transformers' max_length). */
+  maxLength: number;
+  // The fields below are fixed by what this engine supports; they are kept so callers can see them.
+  normalizeBefore: false;
+  normalizeEmbedding: false;
+  staticPositionEmbeddings: true;
+  shareEmbeddings: true;
+  tieWordEmbeddings: true;
+}
+
+type Json = Record<string, unknown>;
+
+function readJson(file: string, required: boolean): Json | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !required) return null;
+    throw new ChimeraError('E_MODEL', `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ChimeraError('E_MODEL', `${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ChimeraError('E_MODEL', `${file}: not a JSON object`);
+  return json as Json;
+}
+
+/**
+ * Parses `<dir>/config.json`; values in `<dir>/generation_config.json` (when present) override the generation
+ * fields, as transformers does.
+ */
+export function readMarianConfig(dir: string): MarianConfig {
+  const file = path.join(dir, 'config.json');
+  const cfg = readJson(file, true)!;
+  const gen = readJson(path.join(dir, 'generation_config.json'), false) ?? {};
+  return parseMarianConfig(cfg, gen, file);
+}
+
+/** Validates already-parsed config objects; `where` names the source in error messages. */
+export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.json'): MarianConfig {
+  const bad = (field: string, why: string): never => {
+    throw new ChimeraError('E_MODEL', `${where}: ${field} ${why}`);
+  };
+  const genOr = (key: string): unknown => (gen[key] !== undefined && gen[key] !== null ? gen[key] : cfg[key]);
+
+  const posInt = (key: string, value: unknown = cfg[key], fallback?: number): number => {
+    if (value === undefined || value === null) {
+      if (fallback !== undefined) return fallback;
+      bad(key, 'is missing');
+    }
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) bad(key, `must be a positive integer, got ${JSON.stringify(value)}`);
+    return value as number;
+  };
+  const bool = (key: string, fallback: boolean): boolean => {
+    const v = cfg[key];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'boolean') bad(key, `must be true or false, got ${JSON.stringify(v)}`);
+    return v as boolean;
+  };
+  const must = (key: string, expected: boolean, fallback: boolean, why: string): void => {
+    if (bool(key, fallback) !== expected) bad(key, `= ${!expected} is not supported (${why})`);
+  };
+
+  if (cfg.model_type !== 'marian') bad('model_type', `must be "marian", got ${JSON.stringify(cfg.model_type)}`);
+  const arch = cfg.architectures;
+  if (arch !== undefined && !(Array.isArray(arch) && arch.includes('MarianMTModel')))
+    bad('architectures', `must include "MarianMTModel", got ${JSON.stringify(arch)}`);
+  if (cfg.is_encoder_decoder === false) bad('is_encoder_decoder', '= false is not supported (only the encoder-decoder MarianMTModel is)');
+
+  // Options that change the computation and that this engine does not implement.
+  must('normalize_before', false, false, 'only post-LN Marian is implemented');
+  must('normalize_embedding', false, false, 'no embedding layer norm is implemented');
+  must('static_position_embeddings', true, true, 'only sinusoidal positions are implemented');
+  must('add_bias_logits', false, false, 'logits get only final_logits_bias');
+  must('add_final_layer_norm', false, false, 'no final layer norm is implemented');
+  must('layernorm_embedding', false, false, 'no embedding layer norm is implemented');
+  must('share_encoder_decoder_embeddings', true, true, 'separate source and target vocabularies are not supported yet');
+  must('tie_word_embeddings', true, true, 'the LM head must be the shared embedding');
+  if (cfg.layer_norm_eps !== undefined && cfg.layer_norm_eps !== 1e-5) bad('layer_norm_eps', `= ${JSON.stringify(cfg.layer_norm_eps)} is not supported (Marian uses 1e-5)`);
+
+  const vocabSize = posInt('vocab_size');
+  if (cfg.decoder_vocab_size !== undefined && cfg.decoder_vocab_size !== null && cfg.decoder_vocab_size !== vocabSize)
+    bad('decoder_vocab_size', `= ${JSON.stringify(cfg.decoder_vocab_size)} differs from vocab_size ${vocabSize} (separate vocabularies are not supported yet)`);
+  const dModel = posInt('d_model');
+  const encoderHeads = posInt('encoder_attention_heads');
+  const decoderHeads = posInt('decoder_attention_heads');
+  if (dModel % encoderHeads !== 0) bad('encoder_attention_heads', `= ${encoderHeads} does not divide d_model ${dModel}`);
+  if (dModel % decoderHeads !== 0) bad('decoder_attention_heads', `= ${decoderHeads} does not divide d_model ${dModel}`);
+  if (encoderHeads !== decoderHeads)
+    bad('decoder_attention_heads', `= ${decoderHeads} differs from encoder_attention_heads ${encoderHeads} (not supported)`);
+
+  const activation = cfg.activation_function ?? 'gelu';
+  if (typeof activation !== 'string' || !(ACTIVATIONS as readonly string[]).includes(activation))
+    bad('activation_function', `${JSON.stringify(activation)} is not supported (supported: ${ACTIVATIONS.join(', ')})`);
+
+  const tokenId = (key: string, value: unknown): number => {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value >= vocabSize)
+      bad(key, `must be a token id in [0, ${vocabSize}), got ${JSON.stringify(value)}`);
+    return value as number;
+  };
+  const padId = tokenId('pad_token_id', genOr('pad_token_id'));
+  const eosId = tokenId('eos_token_id', genOr('eos_token_id'));
+  const startRaw = genOr('decoder_start_token_id');
+  const decoderStartId = startRaw === undefined || startRaw === null ? padId : tokenId('decoder_start_token_id', startRaw);
+  const forcedRaw = genOr('forced_eos_token_id');
+  const forcedEosId = forcedRaw === undefined || forcedRaw === null ? null : tokenId('forced_eos_token_id', forcedRaw);
+
+  const badRaw = genOr('bad_words_ids');
+  let badWordsIds: number[][] = [[padId]];
+  if (badRaw !== undefined && badRaw !== null) {
+    if (!Array.isArray(badRaw) || !badRaw.every((s) => Array.isArray(s) && s.length > 0))
+      bad('bad_words_ids', `must be a list of non-empty id lists, got ${JSON.stringify(badRaw)}`);
+    badWordsIds = (badRaw as unknown[][]).map((s) => s.map((t) => tokenId('bad_words_ids', t)));
+  }
+
+  const maxPositions = posInt('max_position_embeddings');
+  return {
+    vocabSize,
+    dModel,
+    encoderLayers: posInt('encoder_layers'),
+    decoderLayers: posInt('decoder_layers'),
+    encoderHeads,
+    decoderHeads,
+    encoderFfn: posInt('encoder_ffn_dim'),
+    decoderFfn: posInt('decoder_ffn_dim'),
+    activation: activation as MarianActivation,
+    maxPositions,
+    scaleEmbedding: bool('scale_embedding', false),
+    padId,
+    eosId,
+    decoderStartId,
+    forcedEosId,
+    badWordsIds,
+    numBeams: posInt('num_beams', genOr('num_beams'), 1),
+    // transformers' own default (20) would silently cut translations short; the position table is the real limit.
+    maxLength: posInt('max_length', genOr('max_length'), maxPositions),
+    normalizeBefore: false,
+    normalizeEmbedding: false,
+    staticPositionEmbeddings: true,
+    shareEmbeddings: true,
+    tieWordEmbeddings: true,
+  };
+}
