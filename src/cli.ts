@@ -11,6 +11,8 @@ const USAGE = `usage: chimera <command> [options]
 commands:
   translate [text]     translate text (or each line of stdin) with --model DIR, or the built-in demo model
                          --model DIR  --precision fp32|fp16|int8  --beam N  --max-length N
+  convert DIR FILE     pack a Hugging Face model directory into one file that loads fast
+                         --precision fp32|fp16|int8
   make-model           write a model with deterministic random weights in Hugging Face layout
                          --preset tiny|opus-mt-en-de  --seed N  --out DIR
   info                 CPU features, the kernel path in use and the thread count
@@ -72,8 +74,9 @@ async function translate(p: Parsed): Promise<number> {
   takeFlags(p, ['model', 'precision', 'beam', 'max-length']);
   const { MarianModel } = await import('./marian');
   const dir = p.flags.get('model') ?? defaultModelDir();
-  const precision = (p.flags.get('precision') ?? 'fp32') as 'fp32';
-  const model = await MarianModel.load(dir, { precision });
+  // A packed file carries its precision; for a directory the default is fp32.
+  const precision = p.flags.get('precision') as 'fp32' | undefined;
+  const model = await MarianModel.load(dir, precision === undefined ? {} : { precision });
   const tok = model.tokenizer;
   if (!tok) throw new ChimeraError('E_MODEL', `${dir} has no tokenizer.json`);
   const beam = intFlag(p, 'beam');
@@ -90,6 +93,22 @@ async function translate(p: Parsed): Promise<number> {
   // No text: translate stdin line by line, one output line per input line (empty lines stay empty).
   const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
   for await (const line of rl) process.stdout.write(run(line) + '\n');
+  return 0;
+}
+
+async function convert(p: Parsed): Promise<number> {
+  takeFlags(p, ['precision']);
+  const [dir, file] = p.positional;
+  if (!dir || !file || p.positional.length > 2) throw new ChimeraError('E_ARG', `convert takes a model directory and an output file\n${USAGE}`);
+  const { MarianModel } = await import('./marian');
+  const { ProgressBar } = await import('./progress');
+  const precision = (p.flags.get('precision') ?? 'int8') as 'int8';
+  const bar = new ProgressBar(`packing ${precision}`);
+  const model = await MarianModel.load(dir, { precision, onProgress: (d, t) => bar.update(d, t) });
+  bar.done();
+  const bytes = model.save(file);
+  const back = await MarianModel.load(file);
+  console.log(`wrote ${file}: ${(bytes / 1048576).toFixed(1)} MiB, ${precision}; loads in ${back.loadMs.toFixed(1)} ms (from ${model.loadMs.toFixed(0)} ms for the directory)`);
   return 0;
 }
 
@@ -116,6 +135,8 @@ async function main(argv: string[]): Promise<number> {
       return translate(p);
     case 'make-model':
       return makeModelCmd(p);
+    case 'convert':
+      return convert(p);
     case 'info': {
       const info = cpuInfo();
       const on = Object.entries(info.features).filter(([, v]) => v).map(([k]) => k);

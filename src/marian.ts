@@ -3,13 +3,15 @@
  * precision per group (encoder, decoder, LM head), and runs encode + decoder steps natively while the search
  * loop (src/engine/search.ts) stays in TypeScript.
  */
+import * as fs from 'node:fs';
 import { ChimeraError } from './errors';
 import { PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads, type Activation } from './kernels';
 import { native } from './native';
 import { beamSearch, greedySearch, type SearchOptions, type SearchSpec, type StepRows } from './engine/search';
 import { readMarianConfig, type MarianConfig } from './model/config';
 import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } from './model/weights';
-import { MarianTokenizer } from './model/tokenizer';
+import { MarianTokenizer, readTokenizerFiles } from './model/tokenizer';
+import { isPackedModelFile, readPackedModel, writePackedModel } from './model/packed-file';
 
 export type Precision = 'fp32' | 'fp16' | 'int8';
 export interface PrecisionPlan {
@@ -23,6 +25,8 @@ export interface MarianLoadOptions {
   precision?: Precision | Partial<PrecisionPlan>;
   /** Intra-op threads for this process (see setThreads). */
   threads?: number;
+  /** Called while weights are packed: (layers done, layers in all). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface GenerateOptions extends Partial<Omit<SearchOptions, 'maxLength'>> {
@@ -40,7 +44,7 @@ export interface GenerateResult {
 
 const ACT: Record<string, number> = { relu: 1, swish: 2, silu: 2, gelu: 3, gelu_new: 4 };
 
-function plan(p: MarianLoadOptions['precision']): PrecisionPlan {
+function planOf(p: MarianLoadOptions['precision']): PrecisionPlan {
   const tiers = ['fp32', 'fp16', 'int8'];
   const one = (v: unknown, what: string): Precision => {
     if (v === undefined) return 'fp32';
@@ -60,6 +64,12 @@ function pack(w: Float32Array, out: number, inF: number, p: Precision): Packed {
   if (p === 'int8') return packInt8Weights(w, out, inF);
   if (p === 'fp16') return new PackedFp32Weights(native().packF16(w, out, inF), out, inF);
   return packFp32Weights(w, out, inF);
+}
+
+function half(a: Float32Array): Uint16Array {
+  const h = new Uint16Array(a.length);
+  native().toHalf(a, h);
+  return h;
 }
 
 function concat(parts: Float32Array[]): Float32Array {
@@ -91,38 +101,93 @@ export class MarianModel {
   readonly config: MarianConfig;
   readonly precision: PrecisionPlan;
   readonly tokenizer: MarianTokenizer | null;
-  /** Load time in milliseconds (reading, packing, building the native model). */
+  /** Load time in milliseconds: reading, packing (directories only), building the native model and tokenizer. */
   readonly loadMs: number;
   private readonly handle: object;
+  /** The native description (kept for save(): packed handles, biases, live LN parameters). */
+  private readonly desc: Record<string, unknown>;
+  private readonly tokenizerFiles: Map<string, Uint8Array>;
   private state: object | null = null;
   private stateShape = { slots: 0, maxLen: 0, sources: 0, maxSrc: 0 };
   private logits = new Float32Array(0);
 
-  private constructor(config: MarianConfig, handle: object, precision: PrecisionPlan, tokenizer: MarianTokenizer | null, loadMs: number) {
+  private constructor(
+    config: MarianConfig, desc: Record<string, unknown>, precision: PrecisionPlan, tokenizerFiles: Map<string, Uint8Array>, t0: number,
+  ) {
     this.config = config;
-    this.handle = handle;
+    this.desc = desc;
+    try {
+      this.handle = native().marianCreate(desc);
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      throw new ChimeraError('E_MODEL', `could not build the model: ${err.message}`, { cause: e });
+    }
+    this.tokenizerFiles = tokenizerFiles;
+    let tokenizer: MarianTokenizer | null = null;
+    if (tokenizerFiles.size > 0) {
+      try {
+        tokenizer = MarianTokenizer.fromFiles(tokenizerFiles, '(model)');
+      } catch (e) {
+        if (!(e instanceof ChimeraError)) throw e;
+      }
+    }
     this.precision = precision;
     this.tokenizer = tokenizer;
-    this.loadMs = loadMs;
+    this.loadMs = performance.now() - t0;
   }
 
-  /** Loads a Hugging Face Marian directory (config.json, model.safetensors, tokenizer.json). */
-  static async load(dir: string, opts: MarianLoadOptions = {}): Promise<MarianModel> {
+  /**
+   * Loads a Hugging Face Marian directory (config.json, model.safetensors, tokenizer.json), packing the
+   * weights at the requested precision, or a packed file written by save() / `chimera convert`, which is
+   * read in one piece with nothing re-packed (its precision was fixed when it was written).
+   */
+  static async load(source: string, opts: MarianLoadOptions = {}): Promise<MarianModel> {
     const t0 = performance.now();
-    if (opts.threads !== undefined) setThreads(opts.threads);
-    const config = readMarianConfig(dir);
-    const weights = loadMarianWeights(dir, config);
-    let tokenizer: MarianTokenizer | null = null;
+    if (typeof source !== 'string' || source === '')
+      throw new ChimeraError('E_MODEL', `the model must be a directory or packed file path, got ${String(source)}`);
+    let st: fs.Stats | undefined;
     try {
-      tokenizer = await MarianTokenizer.load(dir);
+      st = fs.statSync(source);
+    } catch {
+      throw new ChimeraError('E_MODEL', `model path ${source} does not exist`);
+    }
+    if (opts.threads !== undefined) setThreads(opts.threads);
+    if (st.isFile()) {
+      if (!isPackedModelFile(source))
+        throw new ChimeraError('E_MODEL', `${source} is a file but not a chimera packed model; pass a Hugging Face model directory or a file from \`chimera convert\``);
+      const p = readPackedModel(source);
+      const plan = p.header.precision as PrecisionPlan;
+      if (opts.precision !== undefined && JSON.stringify(planOf(opts.precision)) !== JSON.stringify(plan))
+        throw new ChimeraError('E_ARG', `${source} was packed at ${JSON.stringify(plan)}; convert again for another precision`);
+      return new MarianModel(p.header.config as MarianConfig, p.desc, plan, p.tokenizerFiles, t0);
+    }
+    if (!st.isDirectory()) throw new ChimeraError('E_MODEL', `model path ${source} is neither a directory nor a file`);
+    const config = readMarianConfig(source);
+    const weights = loadMarianWeights(source, config);
+    let files = new Map<string, Uint8Array>();
+    try {
+      files = readTokenizerFiles(source);
     } catch (e) {
       if (!(e instanceof ChimeraError)) throw e;
     }
-    return MarianModel.fromWeights(config, weights, opts, tokenizer, t0);
+    return MarianModel.fromWeights(config, weights, opts, files, t0);
   }
 
-  static fromWeights(config: MarianConfig, w: MarianWeights, opts: MarianLoadOptions = {}, tokenizer: MarianTokenizer | null = null, t0 = performance.now()): MarianModel {
-    const p = plan(opts.precision);
+  /** Writes this model, packed as loaded, to one file that load() reads back fast. Returns its size in bytes. */
+  save(file: string): number {
+    return writePackedModel(file, { config: this.config, precision: this.precision, source: 'chimera' }, this.desc, this.tokenizerFiles);
+  }
+
+  static fromWeights(
+    config: MarianConfig, w: MarianWeights, opts: MarianLoadOptions = {}, tokenizerFiles = new Map<string, Uint8Array>(), t0 = performance.now(),
+  ): MarianModel {
+    const p = planOf(opts.precision);
+    const total = w.encoder.length + w.decoder.length + 1;
+    let done = 0;
+    const tick = <T>(x: T): T => {
+      opts.onProgress?.(++done, total);
+      return x;
+    };
     const d = config.dModel;
     const act = ACT[config.activation];
     if (act === undefined) throw new ChimeraError('E_MODEL', `activation_function '${config.activation}' is not supported`);
@@ -136,9 +201,10 @@ export class MarianModel {
       maxPos: config.maxPositions,
       embedScale: config.scaleEmbedding ? Math.sqrt(d) : 1,
       act,
-      embed: w.embed,
-      lmHead: { w: pack(w.embed, config.vocabSize, d, p.lmHead).handle, bias: w.finalLogitsBias },
-      encoder: w.encoder.map((l) => ({
+      // The cheaper tiers look tokens up in an fp16 copy of the embedding: half the bytes, same top-1.
+      ...(p.lmHead === 'fp32' ? { embed: w.embed } : { embedHalf: half(w.embed) }),
+      lmHead: tick({ w: pack(w.embed, config.vocabSize, d, p.lmHead).handle, bias: w.finalLogitsBias }),
+      encoder: w.encoder.map((l) => tick({
         qkv: fuse([l.selfAttn.q, l.selfAttn.k, l.selfAttn.v], qs, p.encoder, d),
         out: lin(l.selfAttn.out, p.encoder),
         lnAttn: norm(l.selfAttnLayerNorm),
@@ -146,7 +212,7 @@ export class MarianModel {
         fc2: lin(l.fc2, p.encoder),
         lnFfn: norm(l.finalLayerNorm),
       })),
-      decoder: w.decoder.map((l) => ({
+      decoder: w.decoder.map((l) => tick({
         qkv: fuse([l.selfAttn.q, l.selfAttn.k, l.selfAttn.v], qsDec, p.decoder, d),
         out: lin(l.selfAttn.out, p.decoder),
         lnSelf: norm(l.selfAttnLayerNorm),
@@ -161,36 +227,31 @@ export class MarianModel {
     };
     if (config.encoderHeads !== config.decoderHeads)
       throw new ChimeraError('E_MODEL', 'encoder_attention_heads and decoder_attention_heads must be equal');
-    let handle: object;
-    try {
-      handle = native().marianCreate(desc);
-    } catch (e) {
-      const err = e as { code?: string; message?: string };
-      throw new ChimeraError('E_MODEL', `could not build the model: ${err.message}`, { cause: e });
-    }
-    return new MarianModel(config, handle, p, tokenizer, performance.now() - t0);
+    return new MarianModel(config, desc, p, tokenizerFiles, t0);
   }
 
   /** Makes sure the decoder state holds `slots` hypotheses of `maxLen` and `sources` sources of `maxSrc`. */
   private ensureState(slots: number, maxLen: number, sources: number, maxSrc: number): object {
     const s = this.stateShape;
     if (!this.state || slots > s.slots || maxLen > s.maxLen || sources > s.sources || maxSrc > s.maxSrc) {
-      this.stateShape = {
+      const n = {
         slots: Math.max(slots, s.slots), maxLen: Math.max(maxLen, s.maxLen),
         sources: Math.max(sources, s.sources), maxSrc: Math.max(maxSrc, s.maxSrc),
       };
-      const n = this.stateShape;
+      // Record the new shape only once the state exists: a refused allocation (E_RANGE) must leave the old,
+      // still valid state and its shape in place, or later calls would run on a state smaller than recorded.
       this.state = native().marianState(this.handle, n.slots, n.maxLen, n.sources, n.maxSrc);
+      this.stateShape = n;
     }
     return this.state as object;
   }
 
   private checkIds(inputIds: number[][]): void {
     if (!Array.isArray(inputIds) || inputIds.length === 0) throw new ChimeraError('E_INPUT', 'inputIds must be a non-empty array of id arrays');
-    for (const ids of inputIds) {
+    for (const [i, ids] of inputIds.entries()) {
       if (!Array.isArray(ids) || ids.length === 0) throw new ChimeraError('E_INPUT', 'each input must be a non-empty array of token ids');
       if (ids.length > this.config.maxPositions)
-        throw new ChimeraError('E_INPUT', `an input has ${ids.length} tokens; the model takes at most ${this.config.maxPositions}`);
+        throw new ChimeraError('E_INPUT', `input ${i} has ${ids.length} tokens (eos included); the model takes at most ${this.config.maxPositions}: shorten or split it`);
       for (const t of ids)
         if (!Number.isInteger(t) || t < 0 || t >= this.config.vocabSize)
           throw new ChimeraError('E_INPUT', `token id ${t} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
@@ -232,6 +293,8 @@ export class MarianModel {
     this.checkIds(inputIds);
     const t0 = performance.now();
     const beam = opts.beam ?? 1;
+    // Checked here as well as in the search: the decoder state is sized by the beam before the search runs.
+    if (!Number.isInteger(beam) || beam < 1 || beam > 64) throw new ChimeraError('E_ARG', `beam must be an integer in 1..64, got ${beam}`);
     const maxNew = opts.maxNewTokens ?? this.config.maxLength - 1;
     if (!Number.isInteger(maxNew) || maxNew < 1) throw new ChimeraError('E_ARG', `maxNewTokens must be a positive integer, got ${maxNew}`);
     const maxLength = Math.min(maxNew + 1, this.config.maxPositions);
@@ -249,7 +312,14 @@ export class MarianModel {
   /** Teacher-forced logits [T, vocab] for one source and decoder input ids (start token first). */
   teacherForcedLogits(srcIds: number[], decoderInputIds: number[]): Float32Array {
     this.checkIds([srcIds]);
+    if (!Array.isArray(decoderInputIds) || decoderInputIds.length === 0)
+      throw new ChimeraError('E_INPUT', 'decoderInputIds must be a non-empty array (the decoder start token first)');
     const T = decoderInputIds.length;
+    if (T > this.config.maxPositions)
+      throw new ChimeraError('E_INPUT', `decoderInputIds has ${T} tokens; the model takes at most ${this.config.maxPositions}`);
+    const V0 = this.config.vocabSize;
+    for (const tok of decoderInputIds)
+      if (!Number.isInteger(tok) || tok < 0 || tok >= V0) throw new ChimeraError('E_INPUT', `decoder id ${tok} is outside the vocabulary (0..${V0 - 1})`);
     const state = this.ensureState(1, T, 1, srcIds.length);
     this.encode([srcIds], state);
     const V = this.config.vocabSize;
@@ -257,7 +327,6 @@ export class MarianModel {
     const one = (v: number) => Int32Array.of(v);
     for (let t = 0; t < T; t++) {
       const tok = decoderInputIds[t];
-      if (!Number.isInteger(tok) || tok < 0 || tok >= V) throw new ChimeraError('E_INPUT', `decoder id ${tok} is outside the vocabulary`);
       native().marianStep(this.handle, state, one(tok), one(0), one(t), one(0), out.subarray(t * V, (t + 1) * V), null);
     }
     return out;

@@ -61,6 +61,11 @@ export interface NativeBinding {
     logits: Float32Array, hidden: Float32Array | null,
   ): void;
   marianCopySlot(state: object, from: number, to: number, len: number): void;
+  allocArena(bytes: number): ArrayBuffer;
+  toHalf(src: Float32Array, dst: Uint16Array): void;
+  packedInfo(h: object): { kind: 's8' | 'f32' | 'f16'; n: number; k: number; bytes: number };
+  packedCopy(h: object, dst: Uint8Array, scales: Float32Array | null): void;
+  packedView(kind: string, n: number, k: number, src: Uint8Array, scales: Float32Array | null): object;
 }
 
 function candidates(root: string): string[] {

@@ -64,20 +64,40 @@ export class Translator {
   /** Loads a model directory in a new worker thread. */
   static load(dir: string, opts: MarianLoadOptions = {}): Promise<Translator> {
     if (typeof dir !== 'string' || !fs.existsSync(dir)) return Promise.reject(new ChimeraError('E_MODEL', `model directory ${String(dir)} does not exist`));
-    const worker = new Worker(workerPath(), { workerData: { dir: path.resolve(dir), opts } });
+    let worker: Worker;
+    try {
+      worker = new Worker(workerPath(), { workerData: { dir: path.resolve(dir), opts } });
+    } catch (e) {
+      // a missing worker script, or options that cannot be sent to a thread (functions, class instances)
+      if (e instanceof ChimeraError) return Promise.reject(e);
+      return Promise.reject(new ChimeraError('E_ARG', `cannot start the translator worker: ${(e as Error).message}`, { cause: e }));
+    }
     return new Promise((resolve, reject) => {
-      const onMsg = (m: Reply) => {
+      const done = () => {
         worker.off('message', onMsg);
         worker.off('error', onErr);
+        worker.off('exit', onExit);
+      };
+      const onMsg = (m: Reply) => {
+        done();
         if (m.type === 'loaded') resolve(new Translator(worker, m.loadMs));
         else if (m.type === 'error') {
           void worker.terminate();
           reject(new ChimeraError(m.code as ChimeraErrorCode, m.message));
         }
       };
-      const onErr = (e: Error) => reject(e);
+      const onErr = (e: Error) => {
+        done();
+        reject(e);
+      };
+      // without this, a worker that dies before answering would leave the promise pending forever
+      const onExit = (code: number) => {
+        done();
+        reject(new ChimeraError('E_NATIVE', `the translator worker exited (code ${code}) before the model loaded`));
+      };
       worker.on('message', onMsg);
-      worker.once('error', onErr);
+      worker.on('error', onErr);
+      worker.on('exit', onExit);
     });
   }
 
@@ -150,7 +170,8 @@ export class Translator {
   /** Stops the worker; pending requests are rejected. */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
+    // reject what is still pending as closed, rather than as a worker crash when the exit event arrives
+    this.failAll(new ChimeraError('E_ARG', 'the Translator was closed before this request finished'));
     this.worker.postMessage({ type: 'close' } satisfies Request);
     await this.worker.terminate();
   }

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,6 +29,7 @@ struct ArrayType;
 template <> struct ArrayType<float> { static constexpr napi_typedarray_type value = napi_float32_array; static constexpr const char* name = "Float32Array"; };
 template <> struct ArrayType<int8_t> { static constexpr napi_typedarray_type value = napi_int8_array; static constexpr const char* name = "Int8Array"; };
 template <> struct ArrayType<uint8_t> { static constexpr napi_typedarray_type value = napi_uint8_array; static constexpr const char* name = "Uint8Array"; };
+template <> struct ArrayType<uint16_t> { static constexpr napi_typedarray_type value = napi_uint16_array; static constexpr const char* name = "Uint16Array"; };
 template <> struct ArrayType<int32_t> { static constexpr napi_typedarray_type value = napi_int32_array; static constexpr const char* name = "Int32Array"; };
 
 // A typed array of element type T and at least `min_len` elements (exactly, when exact), or null if allowed.
@@ -382,6 +384,94 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return run(info, flag(info, 10), [=] { sgemm(a, b, m, n, k, ta, tb, alpha, beta, c); });
 }
 
+// ---- packed weights as bytes: writing a model file, and views into one read back in a single piece
+
+// allocArena(bytes) -> ArrayBuffer over 64-byte aligned native memory
+Napi::Value AllocArena(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = num(info, 0);
+  if (!(bytes >= 1 && bytes <= 64.0 * (1ull << 30))) throw_code(env, "E_RANGE", "arena size out of range");
+  void* p = alloc_aligned(static_cast<size_t>(bytes));
+  return Napi::ArrayBuffer::New(env, p, static_cast<size_t>(bytes), [](Napi::Env, void* q) { free_aligned(q); });
+}
+
+// packedInfo(h) -> {kind: 's8'|'f32'|'f16', n, k, bytes}
+Napi::Value PackedInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  bool ok = false;
+  if (info[0].IsExternal()) napi_check_object_type_tag(env, info[0], &kS8Tag, &ok);
+  if (ok) {
+    PackedS8* p = info[0].As<Napi::External<PackedS8>>().Data();
+    o.Set("kind", "s8");
+    o.Set("n", static_cast<double>(p->n));
+    o.Set("k", static_cast<double>(p->k));
+    o.Set("bytes", static_cast<double>(p->bytes));
+    return o;
+  }
+  PackedF32* p = unwrap<PackedF32>(info, 0, kF32Tag, "a packer");
+  o.Set("kind", p->half ? "f16" : "f32");
+  o.Set("n", static_cast<double>(p->n));
+  o.Set("k", static_cast<double>(p->k));
+  o.Set("bytes", static_cast<double>(p->bytes));
+  return o;
+}
+
+// packedCopy(h, dst Uint8Array [bytes], scales Float32Array [n] | null)
+Napi::Value PackedCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ok = false;
+  if (info[0].IsExternal()) napi_check_object_type_tag(env, info[0], &kS8Tag, &ok);
+  if (ok) {
+    PackedS8* p = info[0].As<Napi::External<PackedS8>>().Data();
+    std::memcpy(arr<uint8_t>(info, 1, "dst", p->bytes), p->data, p->bytes);
+    std::memcpy(arr<float>(info, 2, "scales", p->n), p->scales, p->n * sizeof(float));
+    return env.Undefined();
+  }
+  PackedF32* p = unwrap<PackedF32>(info, 0, kF32Tag, "a packer");
+  std::memcpy(arr<uint8_t>(info, 1, "dst", p->bytes), p->half ? static_cast<void*>(p->half) : static_cast<void*>(p->data), p->bytes);
+  return env.Undefined();
+}
+
+// packedView(kind, n, k, src Uint8Array (64-byte aligned, exactly the packed bytes), scales Float32Array | null)
+// -> a handle that reads the caller's memory in place; the caller keeps that memory alive.
+Napi::Value PackedView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw_code(env, "E_ARG", "kind must be a string");
+  const std::string kind = info[0].As<Napi::String>();
+  const size_t n = dim(info, 1, "n"), k = dim(info, 2, "k");
+  size_t len = 0;
+  uint8_t* src = arr<uint8_t>(info, 3, "src", 0, false, false, &len);
+  if (reinterpret_cast<uintptr_t>(src) % 64) throw_code(env, "E_MODEL", "packed weights must start at a 64-byte aligned offset");
+  const size_t groups = (n + 63) / 64;
+  if (kind == "s8") {
+    const size_t kp = (k + 3) & ~size_t(3);
+    if (len != groups * kp * 64) throw_code(env, "E_MODEL", "packed int8 weights have the wrong size");
+    auto* p = new PackedS8();
+    p->owned = false;
+    p->n = n; p->k = k; p->kp = kp; p->groups = groups; p->bytes = len;
+    p->data = src;
+    p->scales = arr<float>(info, 4, "scales", n);
+    return wrap(env, p, kS8Tag);
+  }
+  const size_t elem = kind == "f16" ? 2 : 4;
+  if (kind != "f16" && kind != "f32") throw_code(env, "E_MODEL", "unknown packed kind " + kind);
+  if (len != groups * 4 * k * 16 * elem) throw_code(env, "E_MODEL", "packed weights have the wrong size");
+  auto* p = new PackedF32();
+  p->owned = false;
+  p->n = n; p->k = k; p->panels = groups * 4; p->bytes = len;
+  if (elem == 2) p->half = reinterpret_cast<uint16_t*>(src); else p->data = reinterpret_cast<float*>(src);
+  return wrap(env, p, kF32Tag);
+}
+
+// toHalf(src Float32Array, dst Uint16Array)
+Napi::Value ToHalf(const Napi::CallbackInfo& info) {
+  size_t n = 0;
+  const float* x = arr<float>(info, 0, "src", 0, false, false, &n);
+  to_half(x, n, arr<uint16_t>(info, 1, "dst", n));
+  return info.Env().Undefined();
+}
+
 Napi::Value PackF16(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const size_t n = dim(info, 1, "n"), k = dim(info, 2, "k");
@@ -477,7 +567,14 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
   m.dims.act = static_cast<Activation>(act);
   const size_t d = m.dims.d;
   if (d % m.dims.heads || d % 2) throw_code(env, "E_SHAPE", "d must be even and divisible by heads");
-  m.embed = f32_field(env, o, "embed", checked_mul(env, m.dims.vocab, d), false);
+  Napi::Value eh = o.Get("embedHalf");
+  if (eh.IsTypedArray() && eh.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
+    auto a = eh.As<Napi::Uint16Array>();
+    if (a.ElementLength() != m.dims.vocab * d) throw_code(env, "E_SHAPE", "embedHalf has the wrong length");
+    m.embed_half = a.Data();
+  } else {
+    m.embed = f32_field(env, o, "embed", checked_mul(env, m.dims.vocab, d), false);
+  }
   m.lm_head = linear_field(env, o, "lmHead", m.dims.vocab, d);
   Napi::Value enc = o.Get("encoder"), dec = o.Get("decoder");
   if (!enc.IsArray() || !dec.IsArray()) throw_code(env, "E_ARG", "encoder and decoder must be arrays of layers");
@@ -636,6 +733,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("linearF32", Napi::Function::New(env, LinearF32));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("packF16", Napi::Function::New(env, PackF16));
+  exports.Set("allocArena", Napi::Function::New(env, AllocArena));
+  exports.Set("toHalf", Napi::Function::New(env, ToHalf));
+  exports.Set("packedInfo", Napi::Function::New(env, PackedInfo));
+  exports.Set("packedCopy", Napi::Function::New(env, PackedCopy));
+  exports.Set("packedView", Napi::Function::New(env, PackedView));
   exports.Set("marianCreate", Napi::Function::New(env, MarianCreate));
   exports.Set("marianState", Napi::Function::New(env, MarianStateNew));
   exports.Set("marianEncode", Napi::Function::New(env, MarianEncode));

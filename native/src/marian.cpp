@@ -64,13 +64,37 @@ void marian_fill_positions(MarianModel& m) {
     }
 }
 
+static float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {
+      int e = -1;
+      do { man <<= 1; ++e; } while (!(man & 0x400));
+      bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+    }
+  } else {
+    bits = sign | (exp + 112) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 static void embed_rows(const MarianModel& m, const int32_t* ids, const int32_t* pos, size_t rows, float* x) {
   const size_t d = m.dims.d;
   for (size_t r = 0; r < rows; ++r) {
-    const float* e = m.embed + static_cast<size_t>(ids[r]) * d;
+    const size_t off = static_cast<size_t>(ids[r]) * d;
     const float* p = m.positions.data() + static_cast<size_t>(pos[r]) * d;
     float* xr = x + r * d;
-    for (size_t j = 0; j < d; ++j) xr[j] = e[j] * m.dims.embed_scale + p[j];
+    if (m.embed_half)
+      for (size_t j = 0; j < d; ++j) xr[j] = half_to_float(m.embed_half[off + j]) * m.dims.embed_scale + p[j];
+    else
+      for (size_t j = 0; j < d; ++j) xr[j] = m.embed[off + j] * m.dims.embed_scale + p[j];
   }
 }
 

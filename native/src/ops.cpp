@@ -47,14 +47,19 @@ constexpr size_t kParallelMacs = 1u << 17;
 }  // namespace
 
 PackedS8::~PackedS8() {
+  if (!owned) return;
   aligned_free64(data);
   delete[] scales;
 }
 
 PackedF32::~PackedF32() {
+  if (!owned) return;
   aligned_free64(data);
   aligned_free64(half);
 }
+
+void* alloc_aligned(size_t bytes) { return aligned_alloc64(bytes); }
+void free_aligned(void* p) { aligned_free64(p); }
 
 // ------------------------------------------------------------------------------------------------ norms
 
@@ -214,6 +219,10 @@ static uint16_t float_to_half(float f) {
   const uint32_t rem = absx & 0x1fff;
   if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
   return static_cast<uint16_t>(sign | h);
+}
+
+void to_half(const float* x, size_t n, uint16_t* y) {
+  for (size_t i = 0; i < n; ++i) y[i] = float_to_half(x[i]);
 }
 
 PackedF32* pack_f16(const float* w, size_t n, size_t k) {

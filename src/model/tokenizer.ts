@@ -39,18 +39,6 @@ function modelError(file: string, problem: string, cause?: unknown): ChimeraErro
   return new ChimeraError('E_MODEL', `${file}: ${problem}`, cause === undefined ? undefined : { cause });
 }
 
-function readJson(file: string): Json {
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw modelError(file, code ? `cannot read (${code})` : `not valid JSON (${(e as Error).message})`, e);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw modelError(file, 'not a JSON object');
-  return json as Json;
-}
-
 function specialName(cfg: Json, key: string, fallback: string): string {
   const v = cfg[key];
   if (typeof v === 'string') return v;
@@ -64,6 +52,23 @@ function buildTokenizer(json: Json, config: Json, file: string): Tokenizer {
   } catch (e) {
     throw modelError(file, `cannot be used as a tokenizer (${(e as Error).message})`, e);
   }
+}
+
+/** The tokenizer files of a model directory that exist, read into memory. */
+export function readTokenizerFiles(dir: string): Map<string, Uint8Array> {
+  const files = new Map<string, Uint8Array>();
+  for (const name of ['tokenizer.json', 'tokenizer_config.json', 'source.spm', 'vocab.json']) {
+    const file = path.join(dir, name);
+    if (!fs.existsSync(file)) continue;
+    // tokenizer.json makes the SentencePiece files unnecessary
+    if ((name === 'source.spm' || name === 'vocab.json') && files.has('tokenizer.json')) continue;
+    try {
+      files.set(name, fs.readFileSync(file));
+    } catch (e) {
+      throw modelError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
+    }
+  }
+  return files;
 }
 
 export class MarianTokenizer {
@@ -103,8 +108,27 @@ export class MarianTokenizer {
    * `vocab.json`. `tokenizer_config.json`, when present, names the special tokens.
    */
   static load(dir: string): MarianTokenizer {
+    return MarianTokenizer.fromFiles(readTokenizerFiles(dir), dir);
+  }
+
+  /**
+   * Builds the tokenizer from the files of a model directory held in memory (a packed model file carries
+   * them): names as in the directory, e.g. `tokenizer.json`, `tokenizer_config.json`.
+   */
+  static fromFiles(files: Map<string, Uint8Array>, dir: string): MarianTokenizer {
+    const json = (name: string): Json => {
+      const where = path.join(dir, name);
+      let v: unknown;
+      try {
+        v = JSON.parse(Buffer.from(files.get(name)!).toString('utf8'));
+      } catch (e) {
+        throw modelError(where, `not valid JSON (${(e as Error).message})`, e);
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw modelError(where, 'not a JSON object');
+      return v as Json;
+    };
     const cfgFile = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(cfgFile) ? readJson(cfgFile) : {};
+    const config = files.has('tokenizer_config.json') ? json('tokenizer_config.json') : {};
     if (config.separate_vocabs === true)
       throw modelError(cfgFile, 'separate_vocabs = true is not supported yet (one shared vocabulary is)');
     const special = {
@@ -112,19 +136,16 @@ export class MarianTokenizer {
       unk: specialName(config, 'unk_token', '<unk>'),
       pad: specialName(config, 'pad_token', '<pad>'),
     };
-    const tjFile = path.join(dir, 'tokenizer.json');
-    if (fs.existsSync(tjFile)) return MarianTokenizer.fromTokenizerJson(readJson(tjFile), config, special, tjFile);
-
-    const spmFile = path.join(dir, 'source.spm');
-    const vocabFile = path.join(dir, 'vocab.json');
-    if (!fs.existsSync(spmFile) || !fs.existsSync(vocabFile)) {
+    if (files.has('tokenizer.json'))
+      return MarianTokenizer.fromTokenizerJson(json('tokenizer.json'), config, special, path.join(dir, 'tokenizer.json'));
+    if (!files.has('source.spm') || !files.has('vocab.json')) {
       throw modelError(
         dir,
         'no tokenizer: a Marian model directory needs tokenizer.json, or source.spm + vocab.json as the ' +
           'Helsinki-NLP/opus-mt-* repositories ship them',
       );
     }
-    return MarianTokenizer.fromSpm(fs.readFileSync(spmFile), readJson(vocabFile), config, special, spmFile, vocabFile);
+    return MarianTokenizer.fromSpm(files.get('source.spm')!, json('vocab.json'), config, special, path.join(dir, 'source.spm'), path.join(dir, 'vocab.json'));
   }
 
   private static fromTokenizerJson(json: Json, config: Json, special: { eos: string; unk: string; pad: string }, file: string): MarianTokenizer {

@@ -56,6 +56,7 @@ struct PackedS8 {
   uint8_t* data = nullptr;
   float* scales = nullptr;  // [n]
   size_t bytes = 0;
+  bool owned = true;  // false for views into a loaded model file, which its owner frees
   PackedS8() = default;
   PackedS8(const PackedS8&) = delete;
   PackedS8& operator=(const PackedS8&) = delete;
@@ -79,6 +80,7 @@ struct PackedF32 {
   float* data = nullptr;     // fp32 weights, or
   uint16_t* half = nullptr;  // fp16 weights (IEEE binary16), converted to fp32 as they are loaded
   size_t bytes = 0;
+  bool owned = true;
   PackedF32() = default;
   PackedF32(const PackedF32&) = delete;
   PackedF32& operator=(const PackedF32&) = delete;
@@ -87,10 +89,15 @@ struct PackedF32 {
 // w is [n, k] (Linear layout) when !k_major, or [k, n] when k_major.
 PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major);
 PackedF32* pack_f16(const float* w, size_t n, size_t k);  // w is [n, k]; rounds to nearest even fp16
+void to_half(const float* x, size_t n, uint16_t* y);      // IEEE binary16, round to nearest even
 void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out);
 // c[m, n] = alpha * op(a) . op(b) + beta * c
 void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,
            float beta, float* c);
+
+// 64-byte aligned memory, for packed weights and for model files read in one piece.
+void* alloc_aligned(size_t bytes);
+void free_aligned(void* p);
 
 // ---- dispatch
 Isa current_isa();

@@ -52,7 +52,8 @@ struct MarianDims {
 
 struct MarianModel {
   MarianDims dims;
-  const float* embed = nullptr;      // [vocab, d] token embeddings (fp32, for lookup)
+  const float* embed = nullptr;      // [vocab, d] token embeddings for lookup: fp32, or
+  const uint16_t* embed_half = nullptr;  // fp16 (the cheaper tiers store them so)
   std::vector<float> positions;      // [max_pos, d] sinusoidal table
   std::vector<EncoderLayer> encoder;
   std::vector<DecoderLayer> decoder;
