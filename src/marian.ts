@@ -4,7 +4,7 @@
  * loop (src/engine/search.ts) stays in TypeScript.
  */
 import * as fs from 'node:fs';
-import { ChimeraError } from './errors';
+import { ChimeraError, rethrowNative } from './errors';
 import { PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads, type Activation } from './kernels';
 import { native } from './native';
 import { beamSearch, greedySearch, type SearchOptions, type SearchSpec, type StepRows } from './engine/search';
@@ -100,7 +100,9 @@ function lin(l: LinearTensor, p: Precision) {
 export class MarianModel {
   readonly config: MarianConfig;
   readonly precision: PrecisionPlan;
-  readonly tokenizer: MarianTokenizer | null;
+  private tok: MarianTokenizer | null | undefined;
+  /** Upper bound on one model's decoder state (KV cache) in bytes; larger requests fail with E_INPUT. */
+  static maxStateBytes = 2 * 2 ** 30;
   /** Load time in milliseconds: reading, packing (directories only), building the native model and tokenizer. */
   readonly loadMs: number;
   private readonly handle: object;
@@ -123,17 +125,26 @@ export class MarianModel {
       throw new ChimeraError('E_MODEL', `could not build the model: ${err.message}`, { cause: e });
     }
     this.tokenizerFiles = tokenizerFiles;
-    let tokenizer: MarianTokenizer | null = null;
-    if (tokenizerFiles.size > 0) {
-      try {
-        tokenizer = MarianTokenizer.fromFiles(tokenizerFiles, '(model)');
-      } catch (e) {
-        if (!(e instanceof ChimeraError)) throw e;
+    this.precision = precision;
+    this.loadMs = performance.now() - t0;
+  }
+
+  /**
+   * The model's tokenizer, or null when it has none. Built on first use (about 0.1 s for a 58k vocabulary), so
+   * callers that bring their own ids never pay for it; loadMs does not include it.
+   */
+  get tokenizer(): MarianTokenizer | null {
+    if (this.tok === undefined) {
+      this.tok = null;
+      if (this.tokenizerFiles.size > 0) {
+        try {
+          this.tok = MarianTokenizer.fromFiles(this.tokenizerFiles, '(model)');
+        } catch (e) {
+          if (!(e instanceof ChimeraError)) throw e;
+        }
       }
     }
-    this.precision = precision;
-    this.tokenizer = tokenizer;
-    this.loadMs = performance.now() - t0;
+    return this.tok;
   }
 
   /**
@@ -238,9 +249,17 @@ export class MarianModel {
         slots: Math.max(slots, s.slots), maxLen: Math.max(maxLen, s.maxLen),
         sources: Math.max(sources, s.sources), maxSrc: Math.max(maxSrc, s.maxSrc),
       };
+      const bytes = 8 * this.config.dModel * this.config.decoderLayers * (n.slots * n.maxLen + n.sources * n.maxSrc);
+      if (bytes > MarianModel.maxStateBytes)
+        throw new ChimeraError('E_INPUT', `request too large: its decoder state needs ${(bytes / 2 ** 30).toFixed(2)} GiB ` +
+          `(batch x beam x length); the limit is ${(MarianModel.maxStateBytes / 2 ** 30).toFixed(2)} GiB (MarianModel.maxStateBytes)`);
       // Record the new shape only once the state exists: a refused allocation (E_RANGE) must leave the old,
       // still valid state and its shape in place, or later calls would run on a state smaller than recorded.
-      this.state = native().marianState(this.handle, n.slots, n.maxLen, n.sources, n.maxSrc);
+      try {
+        this.state = native().marianState(this.handle, n.slots, n.maxLen, n.sources, n.maxSrc);
+      } catch (e) {
+        rethrowNative(e); // the addon's E_RANGE ("would need more than ... GiB") as a ChimeraError
+      }
       this.stateShape = n;
     }
     return this.state as object;

@@ -62,6 +62,7 @@ export interface NativeBinding {
   ): void;
   marianCopySlot(state: object, from: number, to: number, len: number): void;
   allocArena(bytes: number): ArrayBuffer;
+  mapFile(path: string): ArrayBuffer | null;
   toHalf(src: Float32Array, dst: Uint16Array): void;
   packedInfo(h: object): { kind: 's8' | 'f32' | 'f16'; n: number; k: number; bytes: number };
   packedCopy(h: object, dst: Uint8Array, scales: Float32Array | null): void;

@@ -3,6 +3,14 @@
 // libuv pool (returning a Promise) while holding references to every array involved.
 #include <napi.h>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define CHIMERA_HAVE_MMAP 1
+#endif
+
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -395,6 +403,32 @@ Napi::Value AllocArena(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(env, p, static_cast<size_t>(bytes), [](Napi::Env, void* q) { free_aligned(q); });
 }
 
+// mapFile(path) -> ArrayBuffer over a private (copy-on-write) memory map of the file, or null where memory
+// maps are unavailable. Pages load on first touch; the kernel is asked to read ahead now.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef CHIMERA_HAVE_MMAP
+  if (!info[0].IsString()) throw_code(env, "E_ARG", "path must be a string");
+  const std::string path = info[0].As<Napi::String>();
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw_code(env, "E_MODEL", path + ": cannot open");
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+    close(fd);
+    throw_code(env, "E_MODEL", path + ": cannot stat, or empty");
+  }
+  const size_t size = static_cast<size_t>(sb.st_size);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return env.Null();
+  madvise(p, size, MADV_WILLNEED);
+  return Napi::ArrayBuffer::New(
+      env, p, size, [](Napi::Env, void* q, size_t* len) { munmap(q, *len); delete len; }, new size_t(size));
+#else
+  return env.Null();
+#endif
+}
+
 // packedInfo(h) -> {kind: 's8'|'f32'|'f16', n, k, bytes}
 Napi::Value PackedInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -734,6 +768,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("packF16", Napi::Function::New(env, PackF16));
   exports.Set("allocArena", Napi::Function::New(env, AllocArena));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("toHalf", Napi::Function::New(env, ToHalf));
   exports.Set("packedInfo", Napi::Function::New(env, PackedInfo));
   exports.Set("packedCopy", Napi::Function::New(env, PackedCopy));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -41,39 +42,56 @@ class Pool {
   void run(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
     if (n == 0) return;
     grain = std::max<size_t>(grain, 1);
-    const size_t parts = std::min<size_t>(static_cast<size_t>(threads_), (n + grain - 1) / grain);
-    if (parts <= 1) {
+    const size_t chunks = (n + grain - 1) / grain;
+    if (threads_ <= 1 || chunks <= 1) {
       fn(0, n);
       return;
     }
     std::lock_guard<std::mutex> run_lock(run_mutex_);
     ensure_workers();
-    fn_ = &fn;
-    n_ = n;
-    parts_ = parts;
-    // Every worker checks in, even those without a range, so none can lag into the next region.
-    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    // A few more parts than threads, claimed dynamically: if a worker is slow to wake (the other core is
+    // busy), the caller takes its parts instead of waiting for it.
+    const size_t parts = std::min<size_t>(chunks, static_cast<size_t>(threads_) * 2);
+    fn_.store(&fn, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    parts_.store(parts, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const uint64_t gen = ++gen_counter_;
+    claim_.store(gen << 32, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(mutex_);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    run_part(0);
-    while (pending_.load(std::memory_order_acquire) != 0) CHIMERA_PAUSE();
-    fn_ = nullptr;
+    work(gen);
+    while (done_.load(std::memory_order_acquire) != parts) CHIMERA_PAUSE();
+    fn_.store(nullptr, std::memory_order_relaxed);
   }
 
  private:
-  void run_part(size_t p) {
-    if (p >= parts_) return;
-    const size_t begin = n_ * p / parts_;
-    const size_t end = n_ * (p + 1) / parts_;
-    if (begin < end) (*fn_)(begin, end);
+  // Claims and runs parts of region `gen` until none is left. The claim word holds (generation, next part),
+  // so a worker that wakes after its region ended claims nothing.
+  void work(uint64_t gen) {
+    for (;;) {
+      uint64_t v = claim_.load(std::memory_order_acquire);
+      size_t p;
+      do {
+        if ((v >> 32) != gen) return;
+        p = static_cast<size_t>(v & 0xffffffffu);
+        if (p >= parts_.load(std::memory_order_relaxed)) return;
+      } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
+      // A successful claim of this region's part orders these reads after the region was published.
+      const size_t n = n_.load(std::memory_order_relaxed), parts = parts_.load(std::memory_order_relaxed);
+      const size_t begin = n * p / parts;
+      const size_t end = n * (p + 1) / parts;
+      if (begin < end) (*fn_.load(std::memory_order_relaxed))(begin, end);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
   }
 
-  // `seen` is the generation at creation: a worker that starts late must still run the region that
+  // `seen` is the generation at creation: a worker that starts late must still look at the region that
   // was published before it got going.
-  void worker(int index, unsigned seen) {
+  void worker(unsigned seen) {
     for (;;) {
       unsigned g;
       int spins = 0;
@@ -87,8 +105,7 @@ class Pool {
       }
       if (stop_.load()) return;
       seen = g;
-      run_part(static_cast<size_t>(index));
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      work(claim_.load(std::memory_order_acquire) >> 32);
     }
   }
 
@@ -98,7 +115,7 @@ class Pool {
     stop_workers();
     stop_.store(false);
     const unsigned gen = generation_.load();
-    for (int i = 1; i <= want; ++i) workers_.emplace_back([this, i, gen] { worker(i, gen); });
+    for (int i = 1; i <= want; ++i) workers_.emplace_back([this, gen] { worker(gen); });
   }
 
   void stop_workers() {
@@ -116,11 +133,13 @@ class Pool {
   std::mutex run_mutex_;  // one parallel region at a time (async calls may overlap with sync ones)
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::atomic<unsigned> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<unsigned> generation_{0};  // bumped per region to wake workers
+  std::atomic<uint64_t> claim_{0};        // (region << 32) | next unclaimed part
+  std::atomic<size_t> done_{0};           // parts finished in the current region
+  uint64_t gen_counter_ = 0;
   std::atomic<bool> stop_{false};
-  const std::function<void(size_t, size_t)>* fn_ = nullptr;
-  size_t n_ = 0, parts_ = 0;
+  std::atomic<const std::function<void(size_t, size_t)>*> fn_{nullptr};
+  std::atomic<size_t> n_{0}, parts_{0};
   std::vector<std::thread> workers_;
 };
 

@@ -142,6 +142,29 @@ export function isPackedModelFile(file: string): boolean {
   }
 }
 
+function readWhole(file: string): ArrayBuffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    fail(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size < 16) fail(file, `only ${size} bytes: not a chimera packed model`);
+    const arena = native().allocArena(size);
+    const bytes = new Uint8Array(arena);
+    for (let got = 0; got < size; ) {
+      const n = fs.readSync(fd, bytes, got, Math.min(size - got, 1 << 30), got);
+      if (n <= 0) fail(file, `the file ended after ${got} of ${size} bytes`);
+      got += n;
+    }
+    return arena;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export interface PackedModel {
   header: PackedHeader;
   /** The native model description, with views into `arena` (which it also references). */
@@ -151,30 +174,22 @@ export interface PackedModel {
   readMs: number;
 }
 
-/** Reads a packed model file in one read into 64-byte aligned memory and returns views into it. */
+/**
+ * Opens a packed model file: memory-mapped (copy-on-write, so live edits such as layer-norm tuning stay
+ * private) where the platform allows, else read in one piece into 64-byte aligned memory. Either way the
+ * weights are used in place through views; nothing is copied or re-packed.
+ */
 export function readPackedModel(file: string): PackedModel {
   const t0 = performance.now();
-  let fd: number;
+  let arena: ArrayBuffer | null = null;
   try {
-    fd = fs.openSync(file, 'r');
+    arena = native().mapFile(file);
   } catch (e) {
-    fail(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
+    fail(file, (e as Error).message, e);
   }
-  let arena: ArrayBuffer;
-  let size: number;
-  try {
-    size = fs.fstatSync(fd).size;
-    if (size < 16) fail(file, `only ${size} bytes: not a chimera packed model`);
-    arena = native().allocArena(size);
-    const bytes = new Uint8Array(arena);
-    for (let got = 0; got < size; ) {
-      const n = fs.readSync(fd, bytes, got, Math.min(size - got, 1 << 30), got);
-      if (n <= 0) fail(file, `the file ended after ${got} of ${size} bytes`);
-      got += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
+  if (!arena) arena = readWhole(file);
+  const size = arena.byteLength;
+  if (size < 16) fail(file, `only ${size} bytes: not a chimera packed model`);
   const bytes = new Uint8Array(arena);
   const view = Buffer.from(arena);
   if (view.toString('latin1', 0, 8) !== PACKED_MAGIC) fail(file, 'not a chimera packed model (bad magic)');
