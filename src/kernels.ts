@@ -141,8 +141,18 @@ export class LayerNormParams {
   private g: Float32Array;
   private b: Float32Array;
 
-  constructor(cols: number, init?: { gamma?: Float32Array; beta?: Float32Array }) {
+  /**
+   * New parameters (gamma 1, beta 0, or copies of `init`). With `live: true`, `init.gamma` and `init.beta`
+   * themselves become the storage: a model's own layer norms are exposed this way.
+   */
+  constructor(cols: number, init?: { gamma?: Float32Array; beta?: Float32Array; live?: boolean }) {
     this.cols = checkDim('cols', cols);
+    if (init?.live) {
+      if (!init.gamma || !init.beta) fail('E_ARG', 'live LayerNormParams need both gamma and beta arrays');
+      this.g = this.checked('gamma', init.gamma);
+      this.b = this.checked('beta', init.beta);
+      return;
+    }
     this.g = new Float32Array(cols).fill(1);
     this.b = new Float32Array(cols);
     if (init?.gamma) this.gamma = init.gamma;

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { ChimeraError, rethrowNative } from './errors';
-import { PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads, type Activation } from './kernels';
+import { LayerNormParams, PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads } from './kernels';
 import { native } from './native';
 import { beamSearch, greedySearch, type SearchOptions, type SearchSpec, type StepRows } from './engine/search';
 import { readMarianConfig, type MarianConfig } from './model/config';
@@ -18,6 +18,9 @@ export interface PrecisionPlan {
   encoder: Precision;
   decoder: Precision;
   lmHead: Precision;
+  /** Per-layer overrides (index = layer); a missing entry takes `encoder` / `decoder`. */
+  encoderLayers?: Precision[];
+  decoderLayers?: Precision[];
 }
 
 export interface MarianLoadOptions {
@@ -55,7 +58,17 @@ function planOf(p: MarianLoadOptions['precision']): PrecisionPlan {
     const t = one(p, 'precision');
     return { encoder: t, decoder: t, lmHead: t };
   }
-  return { encoder: one(p.encoder, 'precision.encoder'), decoder: one(p.decoder, 'precision.decoder'), lmHead: one(p.lmHead, 'precision.lmHead') };
+  const plan: PrecisionPlan = { encoder: one(p.encoder, 'precision.encoder'), decoder: one(p.decoder, 'precision.decoder'), lmHead: one(p.lmHead, 'precision.lmHead') };
+  const layers = (v: unknown, what: string): Precision[] | undefined => {
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) throw new ChimeraError('E_ARG', `${what} must be an array of precisions`);
+    return v.map((x, i) => one(x, `${what}[${i}]`));
+  };
+  const el = layers(p.encoderLayers, 'precision.encoderLayers');
+  const dl = layers(p.decoderLayers, 'precision.decoderLayers');
+  if (el) plan.encoderLayers = el;
+  if (dl) plan.decoderLayers = dl;
+  return plan;
 }
 
 type Packed = PackedInt8Weights | PackedFp32Weights;
@@ -193,6 +206,8 @@ export class MarianModel {
     config: MarianConfig, w: MarianWeights, opts: MarianLoadOptions = {}, tokenizerFiles = new Map<string, Uint8Array>(), t0 = performance.now(),
   ): MarianModel {
     const p = planOf(opts.precision);
+    const pe = (i: number) => p.encoderLayers?.[i] ?? p.encoder;
+    const pd = (i: number) => p.decoderLayers?.[i] ?? p.decoder;
     const total = w.encoder.length + w.decoder.length + 1;
     let done = 0;
     const tick = <T>(x: T): T => {
@@ -215,24 +230,24 @@ export class MarianModel {
       // The cheaper tiers look tokens up in an fp16 copy of the embedding: half the bytes, same top-1.
       ...(p.lmHead === 'fp32' ? { embed: w.embed } : { embedHalf: half(w.embed) }),
       lmHead: tick({ w: pack(w.embed, config.vocabSize, d, p.lmHead).handle, bias: w.finalLogitsBias }),
-      encoder: w.encoder.map((l) => tick({
-        qkv: fuse([l.selfAttn.q, l.selfAttn.k, l.selfAttn.v], qs, p.encoder, d),
-        out: lin(l.selfAttn.out, p.encoder),
+      encoder: w.encoder.map((l, i) => tick({
+        qkv: fuse([l.selfAttn.q, l.selfAttn.k, l.selfAttn.v], qs, pe(i), d),
+        out: lin(l.selfAttn.out, pe(i)),
         lnAttn: norm(l.selfAttnLayerNorm),
-        fc1: lin(l.fc1, p.encoder),
-        fc2: lin(l.fc2, p.encoder),
+        fc1: lin(l.fc1, pe(i)),
+        fc2: lin(l.fc2, pe(i)),
         lnFfn: norm(l.finalLayerNorm),
       })),
-      decoder: w.decoder.map((l) => tick({
-        qkv: fuse([l.selfAttn.q, l.selfAttn.k, l.selfAttn.v], qsDec, p.decoder, d),
-        out: lin(l.selfAttn.out, p.decoder),
+      decoder: w.decoder.map((l, i) => tick({
+        qkv: fuse([l.selfAttn.q, l.selfAttn.k, l.selfAttn.v], qsDec, pd(i), d),
+        out: lin(l.selfAttn.out, pd(i)),
         lnSelf: norm(l.selfAttnLayerNorm),
-        crossQ: fuse([l.encoderAttn.q], qsDec, p.decoder, d),
-        crossKv: fuse([l.encoderAttn.k, l.encoderAttn.v], 1, p.decoder, d),
-        crossOut: lin(l.encoderAttn.out, p.decoder),
+        crossQ: fuse([l.encoderAttn.q], qsDec, pd(i), d),
+        crossKv: fuse([l.encoderAttn.k, l.encoderAttn.v], 1, pd(i), d),
+        crossOut: lin(l.encoderAttn.out, pd(i)),
         lnCross: norm(l.encoderAttnLayerNorm),
-        fc1: lin(l.fc1, p.decoder),
-        fc2: lin(l.fc2, p.decoder),
+        fc1: lin(l.fc1, pd(i)),
+        fc2: lin(l.fc2, pd(i)),
         lnFfn: norm(l.finalLayerNorm),
       })),
     };
@@ -326,6 +341,59 @@ export class MarianModel {
     const o: SearchOptions = { ...opts, beam, maxLength };
     const r = beam > 1 ? beamSearch(st, n, this.searchSpec, o) : greedySearch(st, n, this.searchSpec, o);
     return { ids: r.ids, ttftMs: encodedMs + r.firstTokenMs, totalMs: performance.now() - t0 };
+  }
+
+  /**
+   * The model's layer norms, in forward order, with live gamma/beta: edits (in place, by assignment, or
+   * scale/shift) take effect on the next call, and save() writes them. Names follow the checkpoint's.
+   */
+  layerNorms(): { name: string; params: LayerNormParams }[] {
+    if (!this.norms) {
+      const d = this.config.dModel;
+      const wrap = (n: { gamma: Float32Array; beta: Float32Array }) => new LayerNormParams(d, { gamma: n.gamma, beta: n.beta, live: true });
+      type N = { gamma: Float32Array; beta: Float32Array };
+      const enc = this.desc.encoder as { lnAttn: N; lnFfn: N }[];
+      const dec = this.desc.decoder as { lnSelf: N; lnCross: N; lnFfn: N }[];
+      this.norms = [
+        ...enc.flatMap((l, i) => [
+          { name: `model.encoder.layers.${i}.self_attn_layer_norm`, params: wrap(l.lnAttn) },
+          { name: `model.encoder.layers.${i}.final_layer_norm`, params: wrap(l.lnFfn) },
+        ]),
+        ...dec.flatMap((l, i) => [
+          { name: `model.decoder.layers.${i}.self_attn_layer_norm`, params: wrap(l.lnSelf) },
+          { name: `model.decoder.layers.${i}.encoder_attn_layer_norm`, params: wrap(l.lnCross) },
+          { name: `model.decoder.layers.${i}.final_layer_norm`, params: wrap(l.lnFfn) },
+        ]),
+      ];
+    }
+    return this.norms;
+  }
+  private norms: { name: string; params: LayerNormParams }[] | null = null;
+
+  /**
+   * Teacher-forced pass that records, for every layer norm in layerNorms() order, its normalised input
+   * before gamma/beta: rows are the source positions (encoder norms) or the decoder positions (decoder
+   * norms). Calibration (gamma/beta tuning) fits against these.
+   */
+  captureNormInputs(srcIds: number[], decoderInputIds: number[]): Float32Array[] {
+    this.checkIds([srcIds]);
+    const d = this.config.dModel, S = srcIds.length, T = decoderInputIds.length;
+    const Le = this.config.encoderLayers, Ld = this.config.decoderLayers;
+    const state = this.ensureState(1, T, 1, S);
+    const encTaps = new Float32Array(Le * 2 * S * d);
+    native().marianEncode(this.handle, state, Int32Array.from(srcIds), Int32Array.of(S), S, Int32Array.of(0), null, encTaps);
+    const V = this.config.vocabSize;
+    const logits = new Float32Array(V);
+    const stepTaps = new Float32Array(Ld * 3 * d);
+    const dec = Array.from({ length: Ld * 3 }, () => new Float32Array(T * d));
+    for (let t = 0; t < T; t++) {
+      const tok = decoderInputIds[t];
+      if (!Number.isInteger(tok) || tok < 0 || tok >= V) throw new ChimeraError('E_INPUT', `decoder id ${tok} is outside the vocabulary`);
+      native().marianStep(this.handle, state, Int32Array.of(tok), Int32Array.of(0), Int32Array.of(t), Int32Array.of(0), logits, null, stepTaps);
+      for (let k = 0; k < Ld * 3; k++) dec[k].set(stepTaps.subarray(k * d, (k + 1) * d), t * d);
+    }
+    const enc = Array.from({ length: Le * 2 }, (_, k) => encTaps.slice(k * S * d, (k + 1) * S * d));
+    return [...enc, ...dec];
   }
 
   /** Teacher-forced logits [T, vocab] for one source and decoder input ids (start token first). */

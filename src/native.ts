@@ -55,10 +55,10 @@ export interface NativeBinding {
   packF16(w: Float32Array, n: number, k: number): object;
   marianCreate(desc: object): object;
   marianState(model: object, slots: number, maxLen: number, sources: number, maxSrc: number): object;
-  marianEncode(model: object, state: object, ids: Int32Array, lens: Int32Array, s: number, srcSlots: Int32Array, encOut: Float32Array | null): void;
+  marianEncode(model: object, state: object, ids: Int32Array, lens: Int32Array, s: number, srcSlots: Int32Array, encOut: Float32Array | null, taps?: Float32Array | null): void;
   marianStep(
     model: object, state: object, tokens: Int32Array, slots: Int32Array, positions: Int32Array, sources: Int32Array,
-    logits: Float32Array, hidden: Float32Array | null,
+    logits: Float32Array, hidden: Float32Array | null, taps?: Float32Array | null,
   ): void;
   marianCopySlot(state: object, from: number, to: number, len: number): void;
   allocArena(bytes: number): ArrayBuffer;

@@ -695,6 +695,7 @@ Napi::Value MarianEncode(const Napi::CallbackInfo& info) {
   const int32_t* ids = arr<int32_t>(info, 2, "ids", checked_mul(env, batch, s));
   const int32_t* slots = arr<int32_t>(info, 5, "srcSlots", batch);
   float* enc_out = arr<float>(info, 6, "encOut", checked_mul(env, batch * s, mb->m.dims.d), true);
+  float* taps = arr<float>(info, 7, "taps", checked_mul(env, mb->m.encoder.size() * 2 * batch * s, mb->m.dims.d), true);
   const MarianState& st = sb->st;
   if (s > st.max_src) throw_code(env, "E_INPUT", "source length " + std::to_string(s) + " exceeds the state's maxSrc " + std::to_string(st.max_src));
   for (size_t b = 0; b < batch; ++b) {
@@ -704,7 +705,7 @@ Napi::Value MarianEncode(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < batch * s; ++i)
     if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= mb->m.dims.vocab)
       throw_code(env, "E_INPUT", "token id " + std::to_string(ids[i]) + " is outside the vocabulary (0.." + std::to_string(mb->m.dims.vocab - 1) + ")");
-  marian_encode(mb->m, sb->st, ids, lens, batch, s, slots, enc_out);
+  marian_encode(mb->m, sb->st, ids, lens, batch, s, slots, enc_out, taps);
   return env.Undefined();
 }
 
@@ -721,6 +722,7 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
   const int32_t* src = arr<int32_t>(info, 5, "sources", rows);
   float* logits = arr<float>(info, 6, "logits", checked_mul(env, rows, mb->m.dims.vocab));
   float* hidden = arr<float>(info, 7, "hidden", checked_mul(env, rows, mb->m.dims.d), true);
+  float* taps = arr<float>(info, 8, "taps", checked_mul(env, mb->m.decoder.size() * 3 * rows, mb->m.dims.d), true);
   const MarianState& st = sb->st;
   for (size_t r = 0; r < rows; ++r) {
     if (tok[r] < 0 || static_cast<size_t>(tok[r]) >= mb->m.dims.vocab) throw_code(env, "E_INPUT", "token id out of range");
@@ -729,7 +731,7 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
     if (src[r] < 0 || static_cast<size_t>(src[r]) >= st.sources || st.src_len[static_cast<size_t>(src[r])] <= 0)
       throw_code(env, "E_RANGE", "source slot out of range or not encoded");
   }
-  marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, hidden);
+  marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, hidden, taps);
   return env.Undefined();
 }
 

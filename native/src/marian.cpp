@@ -26,7 +26,22 @@ T* grow(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
-void add_norm(const NormW& ln, float* x, const float* y, size_t rows, size_t d) {
+// x = LN(x + y) in place. When `tap` is set, the normalised rows before gamma and beta are written there first
+// (and tap advances): calibration reads them to fit gamma/beta corrections.
+void add_norm(const NormW& ln, float* x, const float* y, size_t rows, size_t d, float*& tap) {
+  if (tap) {
+    thread_local std::vector<float> ones;
+    if (ones.size() != d) ones.assign(d, 1.0f);
+    NormArgs u;
+    u.x = x;
+    u.residual = y;
+    u.gamma = ones.data();
+    u.rows = rows;
+    u.cols = d;
+    u.out = tap;
+    norm(u);
+    tap += rows * d;
+  }
   NormArgs a;
   a.x = x;
   a.residual = y;
@@ -99,7 +114,7 @@ static void embed_rows(const MarianModel& m, const int32_t* ids, const int32_t* 
 }
 
 void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, const int32_t* lens, size_t batch,
-                   size_t s, const int32_t* src_slots, float* enc_out) {
+                   size_t s, const int32_t* src_slots, float* enc_out, float* taps) {
   const size_t d = m.dims.d, heads = m.dims.heads, hd = d / heads, rows = batch * s;
   const KernelTable& kt = kernels();
   float* x = enc_out ? enc_out : grow(t_s.x, rows * d);
@@ -125,10 +140,10 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
       }
     });
     linear_any(l.out, ctx, rows, Activation::None, tmp);
-    add_norm(l.ln_attn, x, tmp, rows, d);
+    add_norm(l.ln_attn, x, tmp, rows, d, taps);
     linear_any(l.fc1, x, rows, m.dims.act, h);
     linear_any(l.fc2, h, rows, Activation::None, tmp);
-    add_norm(l.ln_ffn, x, tmp, rows, d);
+    add_norm(l.ln_ffn, x, tmp, rows, d, taps);
   }
   // Cross-attention K|V of every decoder layer, computed once per source.
   for (size_t li = 0; li < m.decoder.size(); ++li) {
@@ -143,7 +158,7 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
 }
 
 void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, const int32_t* slot, const int32_t* pos,
-                 const int32_t* src, size_t rows, float* logits, float* hidden) {
+                 const int32_t* src, size_t rows, float* logits, float* hidden, float* taps) {
   const size_t d = m.dims.d, heads = m.dims.heads, hd = d / heads;
   const KernelTable& kt = kernels();
   float* x = grow(t_s.x, rows * d);
@@ -169,7 +184,7 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
                      d, 1, static_cast<size_t>(pos[r]) + 1, hd, -1, scores);
     }
     linear_any(l.out, ctx, rows, Activation::None, tmp);
-    add_norm(l.ln_self, x, tmp, rows, d);
+    add_norm(l.ln_self, x, tmp, rows, d, taps);
     linear_any(l.cross_q, x, rows, Activation::None, tmp);
     for (size_t r = 0; r < rows; ++r) {
       const size_t sv = static_cast<size_t>(src[r]);
@@ -179,10 +194,10 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
                      static_cast<size_t>(st.src_len[sv]), hd, -1, scores);
     }
     linear_any(l.cross_out, ctx, rows, Activation::None, tmp);
-    add_norm(l.ln_cross, x, tmp, rows, d);
+    add_norm(l.ln_cross, x, tmp, rows, d, taps);
     linear_any(l.fc1, x, rows, m.dims.act, h);
     linear_any(l.fc2, h, rows, Activation::None, tmp);
-    add_norm(l.ln_ffn, x, tmp, rows, d);
+    add_norm(l.ln_ffn, x, tmp, rows, d, taps);
   }
   if (hidden) std::memcpy(hidden, x, rows * d * sizeof(float));
   linear_any(m.lm_head, x, rows, Activation::None, logits);
