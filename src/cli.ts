@@ -15,6 +15,9 @@ commands:
                          --precision fp32|fp16|int8
   make-model           write a model with deterministic random weights in Hugging Face layout
                          --preset tiny|opus-mt-en-de  --seed N  --out DIR
+  tune-ln              fit layer-norm gamma/beta of a quantised model to the fp32 control; writes a packed model
+                         --model DIR  --calib FILE  [--precision int8|fp16]  [--limit N]  [--out FILE]
+                         [--heldout-src FILE --heldout-ref FILE  --heldout-limit N  --beam N]  [--ridge X]  [--report JSON]
   info                 CPU features, the kernel path in use and the thread count
   selftest             run every kernel on every ISA this CPU supports against a plain reference
 
@@ -137,6 +140,16 @@ async function main(argv: string[]): Promise<number> {
       return makeModelCmd(p);
     case 'convert':
       return convert(p);
+    case 'tune-ln': {
+      takeFlags(p, ['model', 'calib', 'precision', 'heldout-src', 'heldout-ref', 'limit', 'heldout-limit', 'out', 'beam', 'ridge', 'report']);
+      const { tuneLnCli } = await import('./quality/tune-ln');
+      const f = (k: string) => p.flags.get(k);
+      return tuneLnCli({
+        model: f('model'), calib: f('calib'), precision: f('precision'), heldoutSrc: f('heldout-src'), heldoutRef: f('heldout-ref'),
+        limit: intFlag(p, 'limit'), heldoutLimit: intFlag(p, 'heldout-limit'), out: f('out'), beam: intFlag(p, 'beam'),
+        ridge: f('ridge') === undefined ? undefined : Number(f('ridge')), report: f('report'),
+      });
+    }
     case 'info': {
       const info = cpuInfo();
       const on = Object.entries(info.features).filter(([, v]) => v).map(([k]) => k);

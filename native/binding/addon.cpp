@@ -585,6 +585,14 @@ NormW norm_field(Napi::Env env, const Napi::Object& parent, const char* key, siz
   return n;
 }
 
+// The FFN width of a layer, read off its fc1 bias.
+size_t ffn_width(Napi::Env env, const Napi::Object& layer) {
+  Napi::Value b = obj(env, layer, "fc1").Get("bias");
+  if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || b.As<Napi::TypedArray>().ElementLength() == 0)
+    throw_code(env, "E_ARG", "fc1 needs a Float32Array bias");
+  return b.As<Napi::TypedArray>().ElementLength();
+}
+
 Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) throw_code(env, "E_ARG", "expected a model description");
@@ -619,8 +627,7 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
     e.qkv = linear_field(env, l, "qkv", 3 * d, d);
     e.out = linear_field(env, l, "out", d, d);
     e.ln_attn = norm_field(env, l, "lnAttn", d);
-    const size_t ffn = obj(env, l, "fc1").Get("bias").IsTypedArray() ? obj(env, l, "fc1").Get("bias").As<Napi::Float32Array>().ElementLength() : 0;
-    if (!ffn) throw_code(env, "E_ARG", "fc1 needs a bias");
+    const size_t ffn = ffn_width(env, l);
     e.fc1 = linear_field(env, l, "fc1", ffn, d);
     e.fc2 = linear_field(env, l, "fc2", d, ffn);
     e.ln_ffn = norm_field(env, l, "lnFfn", d);
@@ -636,8 +643,7 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
     e.cross_kv = linear_field(env, l, "crossKv", 2 * d, d);
     e.cross_out = linear_field(env, l, "crossOut", d, d);
     e.ln_cross = norm_field(env, l, "lnCross", d);
-    const size_t ffn = obj(env, l, "fc1").Get("bias").IsTypedArray() ? obj(env, l, "fc1").Get("bias").As<Napi::Float32Array>().ElementLength() : 0;
-    if (!ffn) throw_code(env, "E_ARG", "fc1 needs a bias");
+    const size_t ffn = ffn_width(env, l);
     e.fc1 = linear_field(env, l, "fc1", ffn, d);
     e.fc2 = linear_field(env, l, "fc2", d, ffn);
     e.ln_ffn = norm_field(env, l, "lnFfn", d);

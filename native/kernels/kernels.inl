@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "chimera/half.h"
 #include "chimera/kernel_table.h"
 #include "simd.inl"
 
@@ -600,26 +601,6 @@ static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
 template <typename WT>
 static inline const WT* f32_panel(const WT* b, size_t k, size_t p) { return b + (p / 4) * k * 64 + (p % 4) * 16; }
 
-static inline float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {  // subnormal: renormalise
-      int e = -1;
-      do { man <<= 1; ++e; } while (!(man & 0x400));
-      bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-    }
-  } else {
-    bits = sign | (exp + 112) << 23 | man << 13;
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 #if CHIMERA_LEVEL == 2
 static inline __m512 load16(const float* p) { return _mm512_load_ps(p); }

@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+// Inside the ISA's own namespace: the AVX2 and AVX-512 builds define functions of the same name and
+// signature (tail_mask, say) with different bodies, which must never be merged by the linker.
+namespace chimera {
+namespace CHIMERA_NS {
 namespace simd {
 
 #if CHIMERA_LEVEL == 2
@@ -176,3 +180,5 @@ inline vf activate(vf x, chimera::Activation act) {
 }
 
 }  // namespace simd
+}  // namespace CHIMERA_NS
+}  // namespace chimera

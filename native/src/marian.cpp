@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "chimera/half.h"
 #include "chimera/kernel_table.h"
 #include "chimera/thread_pool.h"
 
@@ -77,27 +78,6 @@ void marian_fill_positions(MarianModel& m) {
       m.positions[pos * d + j] = static_cast<float>(std::sin(angle));
       m.positions[pos * d + half + j] = static_cast<float>(std::cos(angle));
     }
-}
-
-static float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {
-      int e = -1;
-      do { man <<= 1; ++e; } while (!(man & 0x400));
-      bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-    }
-  } else {
-    bits = sign | (exp + 112) << 23 | man << 13;
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
 }
 
 static void embed_rows(const MarianModel& m, const int32_t* ids, const int32_t* pos, size_t rows, float* x) {

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "chimera/half.h"
 #include "chimera/kernel_table.h"
 #include "chimera/thread_pool.h"
 
@@ -206,29 +207,6 @@ PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major) {
   p->data = static_cast<float*>(aligned_alloc64(p->bytes));
   pack_f32_into(w, n, k, k_major, p->data);
   return p;
-}
-
-// IEEE binary16, round to nearest even; overflow becomes Inf (callers check the range first).
-static uint16_t float_to_half(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000;
-  const uint32_t absx = x & 0x7fffffff;
-  if (absx >= 0x7f800000) return static_cast<uint16_t>(sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0));
-  if (absx >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // rounds past 65504
-  if (absx < 0x38800000) {  // subnormal or zero in fp16
-    if (absx < 0x33000000) return static_cast<uint16_t>(sign);
-    const uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
-    const uint32_t shift = 126 - e;  // 14..24
-    uint32_t h = m >> shift;
-    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) ++h;
-    return static_cast<uint16_t>(sign | h);
-  }
-  uint32_t h = ((absx >> 13) - (112u << 10));
-  const uint32_t rem = absx & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
-  return static_cast<uint16_t>(sign | h);
 }
 
 void to_half(const float* x, size_t n, uint16_t* y) {

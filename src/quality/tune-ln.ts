@@ -1,0 +1,464 @@
+/**
+ * Layer-norm gamma/beta tuning: per-channel corrections that pull a quantised model's post-LN activations
+ * back toward those of the fp32 control.
+ *
+ * Both models are run teacher-forced on the same calibration sources with the same decoder inputs (the
+ * control's greedy output). For a layer norm L and a channel c, the quantised model Q gives normalised inputs
+ * n_Q[r, c] (before gamma/beta) and the control F gives post-LN targets y_F[r, c] = gamma_F[c] n_F[r, c] +
+ * beta_F[c]. The new (g, b) minimise
+ *
+ *     sum_r (g n_Q[r, c] + b - y_F[r, c])^2 + lambda ((g - g0)^2 + (b - b0)^2),    lambda = ridge * rows,
+ *
+ * a 2 x 2 linear system per channel (g0, b0: Q's current values). Correcting one norm changes the inputs of
+ * every later one, so norms are fitted in forward order and Q is re-captured after each fit (or after each
+ * layer, `recapture: 'layer'`). The corrections are written into Q's live gamma/beta, so they take effect at
+ * once and `save()` stores them in the packed model.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ChimeraError } from '../errors';
+import type { MarianModel, Precision } from '../marian';
+
+export interface TuneLnOptions {
+  /** Ridge weight toward the current gamma/beta, relative to the number of rows. Default 1e-3. */
+  ridge?: number;
+  /** Re-capture Q after every fitted norm (exact sequential fit, default) or once per layer. */
+  recapture?: 'norm' | 'layer';
+  /** Teacher-forcing decoder inputs per calibration source (start token first). Default: F's greedy output. */
+  decoderInputs?: number[][];
+  /** Called after each fitted group: (norms done, norms in all). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface NormTuneReport {
+  name: string;
+  /** Calibration rows the fit used (source positions for encoder norms, decoder positions for decoder norms). */
+  rows: number;
+  /** Mean squared error of Q's post-LN output against F's over the calibration rows, untuned Q. */
+  mseBefore: number;
+  /** The same with every norm tuned (the final model). */
+  mseAfter: number;
+  /** At fitting time (earlier norms already tuned): the error with the old and with the fitted gamma/beta. */
+  fitBefore: number;
+  fitAfter: number;
+  /** Largest |change| of gamma and of beta over the channels. */
+  maxGammaChange: number;
+  maxBetaChange: number;
+}
+
+export interface TuneLnResult {
+  perNorm: NormTuneReport[];
+  /** Mean over norms of mseBefore / mseAfter. */
+  meanMseBefore: number;
+  meanMseAfter: number;
+  calibSentences: number;
+  /** Q's gamma/beta before tuning, per norm (restoreLayerNorms puts them back). */
+  original: { name: string; gamma: Float32Array; beta: Float32Array }[];
+  ms: number;
+}
+
+export interface ActivationMse {
+  perNorm: { name: string; rows: number; mse: number }[];
+  /** Mean over norms. */
+  mean: number;
+}
+
+const DEFAULT_RIDGE = 1e-3;
+
+function checkPair(q: MarianModel, f: MarianModel): void {
+  if (q === f) throw new ChimeraError('E_ARG', 'the tuned model and the control must be two separately loaded models');
+  const cq = q.config, cf = f.config;
+  if (cq.dModel !== cf.dModel || cq.encoderLayers !== cf.encoderLayers || cq.decoderLayers !== cf.decoderLayers || cq.vocabSize !== cf.vocabSize)
+    throw new ChimeraError('E_MODEL', 'the tuned model and the control have different shapes; load both from the same model');
+  const nq = q.layerNorms(), nf = f.layerNorms();
+  for (let i = 0; i < nq.length; i++) {
+    const a = nq[i].params.gamma, b = nf[i].params.gamma;
+    if (a.buffer === b.buffer && a.byteOffset === b.byteOffset)
+      throw new ChimeraError('E_ARG', `${nq[i].name}: the two models share their gamma storage; load them separately`);
+  }
+}
+
+function checkSources(srcIds: number[][], what: string): void {
+  if (!Array.isArray(srcIds) || srcIds.length === 0) throw new ChimeraError('E_INPUT', `${what} must be a non-empty array of source id arrays`);
+}
+
+/**
+ * Teacher-forcing decoder inputs from the control's greedy translations: [start, ...ids] without the final eos,
+ * so that every generated token, eos included, is predicted once.
+ */
+export function controlDecoderInputs(f: MarianModel, srcIds: number[][], opts: { batch?: number; maxNewTokens?: number } = {}): number[][] {
+  checkSources(srcIds, 'srcIds');
+  const batch = opts.batch ?? 32;
+  const out: number[][] = [];
+  for (let i = 0; i < srcIds.length; i += batch) {
+    const r = f.generate(srcIds.slice(i, i + batch), { maxNewTokens: opts.maxNewTokens });
+    for (const ids of r.ids) out.push(decoderInputsFrom(f, ids));
+  }
+  return out;
+}
+
+/** [start, ...generated] without a trailing eos. */
+export function decoderInputsFrom(f: MarianModel, generated: number[]): number[] {
+  const g = generated.length > 0 && generated[generated.length - 1] === f.config.eosId ? generated.slice(0, -1) : generated;
+  return [f.config.decoderStartId, ...g];
+}
+
+/** F's post-LN outputs y = gamma_F n_F + beta_F for every norm of one sentence. */
+function targets(f: MarianModel, src: number[], dec: number[]): Float32Array[] {
+  const d = f.config.dModel;
+  const norms = f.layerNorms();
+  return f.captureNormInputs(src, dec).map((n, k) => {
+    const { gamma, beta } = norms[k].params;
+    const y = new Float32Array(n.length);
+    for (let o = 0; o < n.length; o += d) for (let c = 0; c < d; c++) y[o + c] = gamma[c] * n[o + c] + beta[c];
+    return y;
+  });
+}
+
+/** Sum of squared errors of (gamma n + beta) against y, over all rows and channels. */
+function sse(n: Float32Array, y: Float32Array, gamma: Float32Array, beta: Float32Array, d: number): number {
+  let s = 0;
+  for (let o = 0; o < n.length; o += d)
+    for (let c = 0; c < d; c++) {
+      const e = gamma[c] * n[o + c] + beta[c] - y[o + c];
+      s += e * e;
+    }
+  return s;
+}
+
+/**
+ * Mean squared error of Q's post-LN outputs against F's, per layer norm, teacher-forced on `srcIds` with
+ * `decoderInputs` (default: F's greedy output). Use sentences that were not used for calibration.
+ */
+export function activationMse(q: MarianModel, f: MarianModel, srcIds: number[][], opts: { decoderInputs?: number[][] } = {}): ActivationMse {
+  checkPair(q, f);
+  checkSources(srcIds, 'srcIds');
+  const dec = opts.decoderInputs ?? controlDecoderInputs(f, srcIds);
+  if (dec.length !== srcIds.length) throw new ChimeraError('E_SHAPE', `decoderInputs has ${dec.length} entries for ${srcIds.length} sources`);
+  const d = q.config.dModel;
+  const norms = q.layerNorms();
+  const sums = new Float64Array(norms.length);
+  const rows = new Float64Array(norms.length);
+  for (let i = 0; i < srcIds.length; i++) {
+    const y = targets(f, srcIds[i], dec[i]);
+    const n = q.captureNormInputs(srcIds[i], dec[i]);
+    for (let k = 0; k < norms.length; k++) {
+      sums[k] += sse(n[k], y[k], norms[k].params.gamma, norms[k].params.beta, d);
+      rows[k] += n[k].length / d;
+    }
+  }
+  const perNorm = norms.map((nm, k) => ({ name: nm.name, rows: rows[k], mse: sums[k] / (rows[k] * d) }));
+  return { perNorm, mean: perNorm.reduce((s, x) => s + x.mse, 0) / perNorm.length };
+}
+
+/** Puts back gamma/beta saved in a TuneLnResult's `original`. */
+export function restoreLayerNorms(q: MarianModel, original: TuneLnResult['original']): void {
+  const norms = q.layerNorms();
+  if (original.length !== norms.length) throw new ChimeraError('E_SHAPE', `${original.length} saved norms for a model with ${norms.length}`);
+  original.forEach((o, k) => {
+    if (o.name !== norms[k].name) throw new ChimeraError('E_ARG', `saved norm ${o.name} does not match ${norms[k].name}`);
+    norms[k].params.gamma = o.gamma;
+    norms[k].params.beta = o.beta;
+  });
+}
+
+/** Groups of norm indices fitted from one capture: one norm each, or the norms of one layer. */
+function groups(q: MarianModel, mode: 'norm' | 'layer'): number[][] {
+  const count = q.layerNorms().length;
+  if (mode === 'norm') return Array.from({ length: count }, (_, k) => [k]);
+  const out: number[][] = [];
+  let k = 0;
+  for (let l = 0; l < q.config.encoderLayers; l++, k += 2) out.push([k, k + 1]);
+  for (let l = 0; l < q.config.decoderLayers; l++, k += 3) out.push([k, k + 1, k + 2]);
+  return out;
+}
+
+/**
+ * Fits per-channel gamma/beta corrections for every layer norm of `q` so that its post-LN activations match
+ * those of the fp32 control `f` on the calibration sources (ids with eos). Q's gamma/beta are changed in place.
+ */
+export function tuneLayerNorms(q: MarianModel, f: MarianModel, calib: number[][], opts: TuneLnOptions = {}): TuneLnResult {
+  const t0 = performance.now();
+  checkPair(q, f);
+  checkSources(calib, 'calib');
+  const ridge = opts.ridge ?? DEFAULT_RIDGE;
+  if (!Number.isFinite(ridge) || ridge < 0) throw new ChimeraError('E_ARG', `ridge must be a finite number >= 0, got ${ridge}`);
+  const mode = opts.recapture ?? 'norm';
+  if (mode !== 'norm' && mode !== 'layer') throw new ChimeraError('E_ARG', `recapture must be 'norm' or 'layer', got ${String(mode)}`);
+  const dec = opts.decoderInputs ?? controlDecoderInputs(f, calib);
+  if (dec.length !== calib.length) throw new ChimeraError('E_SHAPE', `decoderInputs has ${dec.length} entries for ${calib.length} sources`);
+
+  const d = q.config.dModel;
+  const norms = q.layerNorms();
+  const original = norms.map((n) => ({ name: n.name, ...n.params.snapshot() }));
+  // F is fixed: its targets are computed once.
+  const y = calib.map((src, i) => targets(f, src, dec[i]));
+  const rows = norms.map((_, k) => y.reduce((s, yi) => s + yi[k].length / d, 0));
+
+  const allSse = (): number[] => {
+    const s = new Array<number>(norms.length).fill(0);
+    for (let i = 0; i < calib.length; i++) {
+      const n = q.captureNormInputs(calib[i], dec[i]);
+      for (let k = 0; k < norms.length; k++) s[k] += sse(n[k], y[i][k], norms[k].params.gamma, norms[k].params.beta, d);
+    }
+    return s;
+  };
+
+  const before: number[] = new Array<number>(norms.length).fill(0);
+  const fitBefore: number[] = [];
+  const fitAfter: number[] = [];
+  const gs = groups(q, mode);
+  let done = 0;
+  for (const [gi, group] of gs.entries()) {
+    // Per channel sufficient statistics of the group's norms: sum n, n^2, y, y^2, n y (fp64).
+    const st = group.map(() => ({ sn: new Float64Array(d), snn: new Float64Array(d), sy: new Float64Array(d), syy: new Float64Array(d), sny: new Float64Array(d) }));
+    for (let i = 0; i < calib.length; i++) {
+      const n = q.captureNormInputs(calib[i], dec[i]);
+      // The first capture is of the untuned model: it gives every norm's error before tuning.
+      if (gi === 0) for (let k = 0; k < norms.length; k++) before[k] += sse(n[k], y[i][k], norms[k].params.gamma, norms[k].params.beta, d);
+      group.forEach((k, j) => {
+        const a = st[j], nk = n[k], yk = y[i][k];
+        for (let o = 0; o < nk.length; o += d)
+          for (let c = 0; c < d; c++) {
+            const nv = nk[o + c], yv = yk[o + c];
+            a.sn[c] += nv;
+            a.snn[c] += nv * nv;
+            a.sy[c] += yv;
+            a.syy[c] += yv * yv;
+            a.sny[c] += nv * yv;
+          }
+      });
+    }
+    group.forEach((k, j) => {
+      const a = st[j], N = rows[k], lambda = ridge * N;
+      const p = norms[k].params;
+      const g0 = p.gamma.slice(), b0 = p.beta.slice();
+      const g = new Float32Array(d), b = new Float32Array(d);
+      let e0 = 0, e1 = 0;
+      const err = (gc: number, bc: number, c: number) =>
+        gc * gc * a.snn[c] + 2 * gc * bc * a.sn[c] + bc * bc * N - 2 * gc * a.sny[c] - 2 * bc * a.sy[c] + a.syy[c];
+      for (let c = 0; c < d; c++) {
+        // [snn + l, sn; sn, N + l] [g; b] = [sny + l g0; sy + l b0]
+        const A = a.snn[c] + lambda, B = a.sn[c], C = N + lambda;
+        const r1 = a.sny[c] + lambda * g0[c], r2 = a.sy[c] + lambda * b0[c];
+        const det = A * C - B * B;
+        let gc = (r1 * C - B * r2) / det, bc = (A * r2 - B * r1) / det;
+        if (!(det > 0) || !Number.isFinite(gc) || !Number.isFinite(bc)) {
+          gc = g0[c];
+          bc = b0[c];
+        }
+        g[c] = gc;
+        b[c] = bc;
+        e0 += Math.max(0, err(g0[c], b0[c], c));
+        e1 += Math.max(0, err(g[c], b[c], c));
+      }
+      p.gamma = g;
+      p.beta = b;
+      fitBefore[k] = e0 / (N * d);
+      fitAfter[k] = e1 / (N * d);
+    });
+    done += group.length;
+    opts.onProgress?.(done, norms.length);
+  }
+  const after = allSse();
+  const perNorm = norms.map((n, k): NormTuneReport => {
+    let mg = 0, mb = 0;
+    for (let c = 0; c < d; c++) {
+      mg = Math.max(mg, Math.abs(n.params.gamma[c] - original[k].gamma[c]));
+      mb = Math.max(mb, Math.abs(n.params.beta[c] - original[k].beta[c]));
+    }
+    return {
+      name: n.name, rows: rows[k],
+      mseBefore: before[k] / (rows[k] * d), mseAfter: after[k] / (rows[k] * d),
+      fitBefore: fitBefore[k], fitAfter: fitAfter[k], maxGammaChange: mg, maxBetaChange: mb,
+    };
+  });
+  const mean = (f: (r: NormTuneReport) => number) => perNorm.reduce((s, r) => s + f(r), 0) / perNorm.length;
+  return {
+    perNorm, meanMseBefore: mean((r) => r.mseBefore), meanMseAfter: mean((r) => r.mseAfter),
+    calibSentences: calib.length, original, ms: performance.now() - t0,
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ command line
+
+export interface TuneLnCliOptions {
+  model?: string;
+  calib?: string;
+  precision?: string;
+  heldoutSrc?: string;
+  heldoutRef?: string;
+  limit?: number;
+  heldoutLimit?: number;
+  out?: string;
+  beam?: number;
+  report?: string;
+  ridge?: number;
+}
+
+/** Lines of a UTF-8 text file (no trailing empty line); E_INPUT for a missing, empty or non-UTF-8 file. */
+export function readLines(file: string, what: string): string[] {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (e) {
+    throw new ChimeraError('E_INPUT', `cannot read ${what} ${file}: ${(e as Error).message}`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(buf);
+  } catch {
+    throw new ChimeraError('E_INPUT', `${what} ${file} is not valid UTF-8`);
+  }
+  const lines = text.split(/\r?\n/);
+  if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  if (lines.length === 0) throw new ChimeraError('E_INPUT', `${what} ${file} is empty`);
+  return lines;
+}
+
+function translateAll(m: MarianModel, srcIds: (number[] | null)[], beam: number): number[][] {
+  const out: number[][] = new Array(srcIds.length);
+  const idx = srcIds.map((_, i) => i).filter((i) => srcIds[i] !== null);
+  const batch = beam > 1 ? 8 : 32;
+  for (let i = 0; i < idx.length; i += batch) {
+    const part = idx.slice(i, i + batch);
+    const r = m.generate(part.map((j) => srcIds[j] as number[]), { beam });
+    part.forEach((j, t) => { out[j] = r.ids[t]; });
+  }
+  for (let i = 0; i < out.length; i++) if (!out[i]) out[i] = [];
+  return out;
+}
+
+const fmt = (x: number) => x.toExponential(3);
+
+/** `chimera tune-ln`: returns the exit code. Output goes to stdout, progress to stderr. */
+export async function tuneLnCli(o: TuneLnCliOptions): Promise<number> {
+  const { MarianModel } = await import('../marian');
+  const { corpusBleu } = await import('../bleu');
+  const log = (s: string) => process.stdout.write(s + '\n');
+  if (!o.model) throw new ChimeraError('E_ARG', 'tune-ln needs --model DIR (a Hugging Face model directory)');
+  if (!o.calib) throw new ChimeraError('E_ARG', 'tune-ln needs --calib FILE (calibration source sentences, one per line)');
+  let isDir = false;
+  try {
+    isDir = fs.statSync(o.model).isDirectory();
+  } catch {
+    throw new ChimeraError('E_MODEL', `model path ${o.model} does not exist`);
+  }
+  if (!isDir) throw new ChimeraError('E_ARG', `--model must be a model directory (the fp32 control is packed from it), got the file ${o.model}`);
+  const precision = (o.precision ?? 'int8') as Precision;
+  if (!['fp32', 'fp16', 'int8'].includes(precision)) throw new ChimeraError('E_ARG', `--precision must be fp32, fp16 or int8, got ${precision}`);
+  if ((o.heldoutRef !== undefined) && o.heldoutSrc === undefined) throw new ChimeraError('E_ARG', '--heldout-ref needs --heldout-src');
+  if (o.heldoutSrc !== undefined && path.resolve(o.heldoutSrc) === path.resolve(o.calib))
+    throw new ChimeraError('E_ARG', 'the held-out sentences must not be the calibration ones');
+  const beam = o.beam ?? 1;
+  const out = o.out ?? `${path.basename(path.resolve(o.model))}-${precision}-ln.chimera`;
+
+  let calibText = readLines(o.calib, 'calibration file').filter((l) => l.trim() !== '');
+  if (o.limit !== undefined && o.limit > 0) calibText = calibText.slice(0, o.limit);
+  if (calibText.length === 0) throw new ChimeraError('E_INPUT', `calibration file ${o.calib} has no non-empty lines`);
+  let heldSrc: string[] | undefined, heldRef: string[] | undefined;
+  if (o.heldoutSrc !== undefined) {
+    heldSrc = readLines(o.heldoutSrc, 'held-out source file');
+    if (o.heldoutRef !== undefined) {
+      heldRef = readLines(o.heldoutRef, 'held-out reference file');
+      if (heldRef.length !== heldSrc.length)
+        throw new ChimeraError('E_INPUT', `held-out source has ${heldSrc.length} lines but the reference has ${heldRef.length}`);
+    }
+    if (o.heldoutLimit !== undefined && o.heldoutLimit > 0) {
+      heldSrc = heldSrc.slice(0, o.heldoutLimit);
+      heldRef = heldRef?.slice(0, o.heldoutLimit);
+    }
+    const calibSet = new Set(calibText.map((l) => l.trim()));
+    const overlap = heldSrc.filter((l) => l.trim() !== '' && calibSet.has(l.trim())).length;
+    if (overlap > 0) process.stderr.write(`warning: ${overlap} held-out source lines also occur in the calibration set\n`);
+  }
+
+  const t0 = performance.now();
+  const f = await MarianModel.load(o.model, { precision: 'fp32' });
+  const q = await MarianModel.load(o.model, { precision });
+  const tok = f.tokenizer;
+  if (!tok) throw new ChimeraError('E_MODEL', `${o.model} has no tokenizer`);
+  const calib = calibText.map((l) => tok.encode(l));
+  log(`tune-ln: ${o.model}, ${precision} against fp32; ${calib.length} calibration sentences from ${o.calib}`);
+
+  // Held-out: the control's translations give both the fp32 BLEU and the teacher-forcing inputs.
+  const held = heldSrc?.map((l) => (l.trim() === '' ? null : tok.encode(l)));
+  const heldIds = held?.filter((x): x is number[] => x !== null);
+  let heldDec: number[][] | undefined;
+  const bleuOf = (m: MarianModel) => {
+    const ids = translateAll(m, held!, beam);
+    return { ids, bleu: heldRef ? corpusBleu(ids.map((x) => tok.decode(x)), [heldRef]) : undefined };
+  };
+  const report: Record<string, unknown> = { model: o.model, precision, calib: o.calib, calibSentences: calib.length, heldout: o.heldoutSrc, beam };
+  let bF: ReturnType<typeof bleuOf> | undefined, bQ0: ReturnType<typeof bleuOf> | undefined;
+  let mse0: ActivationMse | undefined;
+  if (held && heldIds && heldIds.length > 0) {
+    bF = bleuOf(f);
+    // Teacher-forcing inputs from F's greedy output (the same as bF's when beam is 1).
+    const greedy = beam === 1 ? bF.ids : translateAll(f, held, 1);
+    heldDec = held.flatMap((x, i) => (x === null ? [] : [decoderInputsFrom(f, greedy[i])]));
+    bQ0 = bleuOf(q);
+    mse0 = activationMse(q, f, heldIds, { decoderInputs: heldDec });
+  }
+
+  const tTune = performance.now();
+  const { ProgressBar } = await import('../progress');
+  const bar = new ProgressBar('fitting layer norms');
+  const res = tuneLayerNorms(q, f, calib, { ridge: o.ridge, onProgress: (d, t) => bar.update(d, t) });
+  bar.done();
+  log(`fitted ${res.perNorm.length} layer norms in ${((performance.now() - tTune) / 1000).toFixed(1)} s`);
+
+  let mse1: ActivationMse | undefined, bQ1: ReturnType<typeof bleuOf> | undefined;
+  if (heldIds && heldDec && heldIds.length > 0) {
+    mse1 = activationMse(q, f, heldIds, { decoderInputs: heldDec });
+    bQ1 = bleuOf(q);
+  }
+
+  log('');
+  log('activation MSE (post-LN output, Q vs fp32)      calibration before -> after    held-out before -> after');
+  res.perNorm.forEach((r, k) => {
+    const h = mse0 && mse1 ? `${fmt(mse0.perNorm[k].mse)} -> ${fmt(mse1.perNorm[k].mse)}` : '-';
+    log(`  ${r.name.padEnd(46)} ${fmt(r.mseBefore)} -> ${fmt(r.mseAfter)}    ${h}`);
+  });
+  log(`  ${'mean'.padEnd(46)} ${fmt(res.meanMseBefore)} -> ${fmt(res.meanMseAfter)}    ${mse0 && mse1 ? `${fmt(mse0.mean)} -> ${fmt(mse1.mean)}` : '-'}`);
+
+  if (bF?.bleu && bQ0?.bleu && bQ1?.bleu) {
+    const line = (name: string, s: number) => log(`  ${name.padEnd(22)} ${s.toFixed(2)}  (${(s - bF!.bleu!.score >= 0 ? '+' : '')}${(s - bF!.bleu!.score).toFixed(2)} vs fp32)`);
+    log('');
+    log(`held-out BLEU on ${held!.length} sentences (${o.heldoutSrc}, ${beam > 1 ? `beam ${beam}` : 'greedy'}):`);
+    line('fp32', bF.bleu.score);
+    line(`${precision}`, bQ0.bleu.score);
+    line(`${precision} + LN tuning`, bQ1.bleu.score);
+    log(`  ${bQ1.bleu.toString()}`);
+  } else if (!held) log('\nno --heldout-src: held-out BLEU and activation error not measured (never measured on calibration sentences)');
+
+  const bytes = q.save(out);
+  // The saved file must reproduce the tuned model: same gamma/beta, same logits.
+  const back = await MarianModel.load(out);
+  const checkSrc = (heldIds && heldIds.length > 0 ? heldIds : calib).slice(0, 16);
+  const checkDec = heldDec && heldIds && heldIds.length > 0 ? heldDec.slice(0, 16) : controlDecoderInputs(f, checkSrc);
+  let identical = true;
+  const bn = back.layerNorms(), qn = q.layerNorms();
+  for (let k = 0; k < qn.length && identical; k++)
+    for (let c = 0; c < q.config.dModel; c++)
+      if (bn[k].params.gamma[c] !== qn[k].params.gamma[c] || bn[k].params.beta[c] !== qn[k].params.beta[c]) identical = false;
+  for (let i = 0; i < checkSrc.length && identical; i++) {
+    const a = q.teacherForcedLogits(checkSrc[i], checkDec[i]), b = back.teacherForcedLogits(checkSrc[i], checkDec[i]);
+    for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) { identical = false; break; }
+  }
+  log('');
+  log(`wrote ${out}: ${(bytes / 1048576).toFixed(1)} MiB; reloaded: ${identical ? `identical logits on ${checkSrc.length} sentences` : 'MISMATCH'}`);
+  log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+  if (o.report) {
+    Object.assign(report, {
+      out, reloadIdentical: identical, tuneMs: res.ms,
+      perNorm: res.perNorm.map((r, k) => ({ ...r, heldoutMseBefore: mse0?.perNorm[k].mse, heldoutMseAfter: mse1?.perNorm[k].mse })),
+      calibMse: { before: res.meanMseBefore, after: res.meanMseAfter },
+      heldoutMse: mse0 && mse1 ? { before: mse0.mean, after: mse1.mean } : undefined,
+      bleu: bF?.bleu && bQ0?.bleu && bQ1?.bleu ? { fp32: bF.bleu.score, before: bQ0.bleu.score, after: bQ1.bleu.score, signature: bF.bleu.signature } : undefined,
+    });
+    fs.writeFileSync(o.report, JSON.stringify(report, null, 2) + '\n');
+  }
+  return identical ? 0 : 1;
+}
