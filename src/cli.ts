@@ -18,6 +18,19 @@ commands:
   tune-ln              fit layer-norm gamma/beta of a quantised model to the fp32 control; writes a packed model
                          --model DIR  --calib FILE  [--precision int8|fp16]  [--limit N]  [--out FILE]
                          [--heldout-src FILE --heldout-ref FILE  --heldout-limit N  --beam N]  [--ridge X]  [--report JSON]
+  bleu HYP REF [REF2 ...]
+                       sacreBLEU-exact corpus BLEU of a hypothesis file against reference files
+                       (HYP '-' or only REF given: the hypothesis is read from stdin)
+                         --tokenize 13a|none|intl|char  --smooth exp|floor|add-k|none  --smooth-value X
+                         --lowercase  --json
+  eval                 translate --src, score against --ref, and compare with the fp32 control
+                         --model DIR|FILE  --src F  --ref F  [--precision fp32|fp16|int8 (default int8)]
+                         [--control DIR (the fp32 model directory; needed for a packed --model)]
+                         [--beam N  --limit N  --batch N  --max-length N  --json]
+  quantize             quality gate: the cheapest precision plan within a BLEU budget, written packed
+                         --model DIR  --src F  --ref F  --out FILE  [--max-bleu-drop X (default 0.5)]
+                         [--beam N  --limit N  --batch N  --max-length N  --report FILE]
+                         [--sensitivity-sentences N (default 200)  --try-all  --json]
   info                 CPU features, the kernel path in use and the thread count
   selftest             run every kernel on every ISA this CPU supports against a plain reference
 
@@ -37,7 +50,7 @@ interface Parsed {
   flags: Map<string, string>;
 }
 
-const BOOLEAN_FLAGS = new Set<string>();
+const BOOLEAN_FLAGS = new Set<string>(['lowercase', 'json', 'try-all']);
 
 function parse(argv: string[]): Parsed {
   const flags = new Map<string, string>();
@@ -150,6 +163,12 @@ async function main(argv: string[]): Promise<number> {
         ridge: f('ridge') === undefined ? undefined : Number(f('ridge')), report: f('report'),
       });
     }
+    case 'bleu':
+      return (await import('./commands/quality')).bleuCommand(p);
+    case 'eval':
+      return (await import('./commands/quality')).evalCommand(p);
+    case 'quantize':
+      return (await import('./commands/quality')).quantizeCommand(p);
     case 'info': {
       const info = cpuInfo();
       const on = Object.entries(info.features).filter(([, v]) => v).map(([k]) => k);

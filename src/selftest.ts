@@ -6,17 +6,12 @@ import {
   cpuInfo, getIsa, int8GemmAccumulators, layerNorm, linear, linearInt8, packFp32Weights, packInt8Weights,
   quantizeRows, setIsa, type Isa,
 } from './kernels';
+import { mulberry32 } from './util/rng';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
-}
+const rng = (seed: number) => {
+  const u = mulberry32(seed);
+  return () => u() - 0.5;
+};
 
 function medianMs(f: () => void, iters: number): number {
   for (let i = 0; i < 3; i++) f();

@@ -4,6 +4,7 @@
  * function it is given runs the model for any set of rows.
  */
 import { ChimeraError } from '../errors';
+import { mulberry32 } from '../util/rng';
 
 export interface StepRows {
   tokens: Int32Array;
@@ -56,17 +57,6 @@ export interface SearchResult {
   /** Milliseconds from the start of search until every source had its first token. */
   firstTokenMs: number;
   scores: number[];
-}
-
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Applies bans, min length and the forced eos to one row of logits in place. */
@@ -147,35 +137,44 @@ export function greedySearch(st: Stepper, n: number, spec: SearchSpec, o: Search
   const out: number[][] = Array.from({ length: n }, () => []);
   const scores = new Array<number>(n).fill(0);
   const last = new Int32Array(n).fill(spec.startId);
-  const active: number[] = Array.from({ length: n }, (_, i) => i);
-  const rows: StepRows = {
-    tokens: new Int32Array(n), slots: new Int32Array(n), positions: new Int32Array(n), sources: new Int32Array(n), count: 0,
-  };
+  // Row r of a step is source active[r]; buffers are allocated once and views are re-cut only when the
+  // number of live sources changes (a source finishing), never per step.
+  let active = Int32Array.from({ length: n }, (_, i) => i);
+  let next = new Int32Array(n);
+  const buf = { tokens: new Int32Array(n), slots: new Int32Array(n), positions: new Int32Array(n), sources: new Int32Array(n) };
+  let rows: StepRows | null = null;
+  let count = n;
   let firstTokenMs = 0;
-  for (let pos = 0; active.length > 0; pos++) {
-    rows.count = active.length;
-    const view = (a: Int32Array) => a.subarray(0, active.length);
-    active.forEach((s, r) => {
-      rows.tokens[r] = last[s];
-      rows.slots[r] = s;
-      rows.positions[r] = pos;
-      rows.sources[r] = s;
-    });
-    const logits = st.step({ tokens: view(rows.tokens), slots: view(rows.slots), positions: view(rows.positions), sources: view(rows.sources), count: rows.count });
+  for (let pos = 0; count > 0; pos++) {
+    if (!rows || rows.count !== count)
+      rows = {
+        tokens: buf.tokens.subarray(0, count), slots: buf.slots.subarray(0, count),
+        positions: buf.positions.subarray(0, count), sources: buf.sources.subarray(0, count), count,
+      };
+    for (let r = 0; r < count; r++) {
+      const s = active[r];
+      buf.tokens[r] = last[s];
+      buf.slots[r] = s;
+      buf.positions[r] = pos;
+      buf.sources[r] = s;
+    }
+    const logits = st.step(rows);
     const forceEos = spec.forceEosAtMax && pos + 2 >= o.maxLength;
-    const next: number[] = [];
-    active.forEach((s, r) => {
+    const banEos = pos < (o.minNewTokens ?? 0);
+    let live = 0;
+    for (let r = 0; r < count; r++) {
+      const s = active[r];
       const off = r * st.vocab;
-      process(logits, off, st.vocab, spec, forceEos, pos < (o.minNewTokens ?? 0));
+      process(logits, off, st.vocab, spec, forceEos, banEos);
       const tok = o.sample ? sampleToken(logits, off, st.vocab, o, rnd) : argmax(logits, off, st.vocab);
       out[s].push(tok);
       last[s] = tok;
       o.onToken?.(s, tok);
-      if (tok !== spec.eosId && pos + 2 < o.maxLength) next.push(s);
-    });
+      if (tok !== spec.eosId && pos + 2 < o.maxLength) next[live++] = s;
+    }
     if (pos === 0) firstTokenMs = performance.now() - t0;
-    active.length = 0;
-    active.push(...next);
+    [active, next] = [next, active];
+    count = live;
   }
   return { ids: out, firstTokenMs, scores };
 }

@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChimeraError } from '../errors';
 import type { MarianModel, Precision } from '../marian';
+import { checkAligned, readLines } from './io';
 
 export interface TuneLnOptions {
   /** Ridge weight toward the current gamma/beta, relative to the number of rows. Default 1e-3. */
@@ -296,26 +297,6 @@ export interface TuneLnCliOptions {
   ridge?: number;
 }
 
-/** Lines of a UTF-8 text file (no trailing empty line); E_INPUT for a missing, empty or non-UTF-8 file. */
-export function readLines(file: string, what: string): string[] {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new ChimeraError('E_INPUT', `cannot read ${what} ${file}: ${(e as Error).message}`);
-  }
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(buf);
-  } catch {
-    throw new ChimeraError('E_INPUT', `${what} ${file} is not valid UTF-8`);
-  }
-  const lines = text.split(/\r?\n/);
-  if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
-  if (lines.length === 0) throw new ChimeraError('E_INPUT', `${what} ${file} is empty`);
-  return lines;
-}
-
 function translateAll(m: MarianModel, srcIds: (number[] | null)[], beam: number): number[][] {
   const out: number[][] = new Array(srcIds.length);
   const idx = srcIds.map((_, i) => i).filter((i) => srcIds[i] !== null);
@@ -353,16 +334,15 @@ export async function tuneLnCli(o: TuneLnCliOptions): Promise<number> {
   const beam = o.beam ?? 1;
   const out = o.out ?? `${path.basename(path.resolve(o.model))}-${precision}-ln.chimera`;
 
-  let calibText = readLines(o.calib, 'calibration file').filter((l) => l.trim() !== '');
+  let calibText = readLines(o.calib, { role: 'calibration' }).filter((l) => l.trim() !== '');
   if (o.limit !== undefined && o.limit > 0) calibText = calibText.slice(0, o.limit);
   if (calibText.length === 0) throw new ChimeraError('E_INPUT', `calibration file ${o.calib} has no non-empty lines`);
   let heldSrc: string[] | undefined, heldRef: string[] | undefined;
   if (o.heldoutSrc !== undefined) {
-    heldSrc = readLines(o.heldoutSrc, 'held-out source file');
+    heldSrc = readLines(o.heldoutSrc, { role: 'held-out source' });
     if (o.heldoutRef !== undefined) {
-      heldRef = readLines(o.heldoutRef, 'held-out reference file');
-      if (heldRef.length !== heldSrc.length)
-        throw new ChimeraError('E_INPUT', `held-out source has ${heldSrc.length} lines but the reference has ${heldRef.length}`);
+      heldRef = readLines(o.heldoutRef, { role: 'held-out reference' });
+      checkAligned([{ name: o.heldoutSrc, lines: heldSrc }, { name: o.heldoutRef, lines: heldRef }]);
     }
     if (o.heldoutLimit !== undefined && o.heldoutLimit > 0) {
       heldSrc = heldSrc.slice(0, o.heldoutLimit);
