@@ -4,7 +4,8 @@
  * saved and reloaded, must give the same logits; and tuning an fp32 model against an fp32 control must leave
  * gamma/beta where they were (the closed-form fit recovers the exact parameters when inputs match).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,5 +124,38 @@ describe('layer-norm tuning, sanity checks', () => {
     expect(() => tuneLayerNorms(q, f, [])).toThrow(expect.objectContaining({ code: 'E_INPUT' }));
     expect(() => tuneLayerNorms(q, f, ids, { ridge: -1 })).toThrow(expect.objectContaining({ code: 'E_ARG' }));
     expect(() => tuneLayerNorms(q, f, ids, { decoderInputs: [] })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+  });
+});
+
+describe('chimera tune-ln', () => {
+  it('tunes, reports held-out BLEU and activation error, and writes a packed model that reloads identically', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chimera-tune-ln-cli-'));
+    try {
+      const lines = sentences();
+      const calib = join(dir, 'calib.en'), src = join(dir, 'held.en'), ref = join(dir, 'held.de'), out = join(dir, 'tuned.chimera');
+      writeFileSync(calib, lines.slice(0, 8).join('\n') + '\n');
+      writeFileSync(src, lines.slice(50, 58).join('\n') + '\n');
+      // References: the fp32 model's own translations are enough to exercise the BLEU report.
+      const f = await MarianModel.load(MODEL, { precision: 'fp32' });
+      const tok = f.tokenizer!;
+      writeFileSync(ref, lines.slice(50, 58).map((l) => tok.decode(f.generate([tok.encode(l)]).ids[0])).join('\n') + '\n');
+      const args = ['tune-ln', '--model', MODEL, '--calib', calib, '--heldout-src', src, '--heldout-ref', ref, '--out', out, '--report', join(dir, 'r.json')];
+      const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/held-out BLEU on 8 sentences/);
+      expect(r.stdout).toMatch(/reloaded: identical logits/);
+      const rep = JSON.parse(readFileSync(join(dir, 'r.json'), 'utf8'));
+      expect(rep.bleu.fp32).toBeCloseTo(100, 6);
+      expect(rep.perNorm).toHaveLength(f.layerNorms().length);
+      const back = await MarianModel.load(out);
+      expect(back.precision.encoder).toBe('int8');
+      // Misaligned held-out files are refused.
+      writeFileSync(ref, 'nur eine Zeile\n');
+      const bad = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+      expect(bad.status).toBe(1);
+      expect(bad.stderr).toMatch(/E_INPUT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

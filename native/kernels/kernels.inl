@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "chimera/half.h"
 #include "chimera/kernel_table.h"
@@ -765,18 +766,37 @@ static inline void axpy(float alpha, const float* x, float* y, size_t n) {
 
 // softmax(q . k^T) . v for query rows [0, nq) of one head. Query i sees keys [0, min(nk, i + 1 + causal)) when
 // causal >= 0, else all nk keys. Scores are not scaled here: the model folds the scale into q.
+// With several queries (the encoder), K is transposed once so that scores come W keys at a time with no
+// horizontal sums; a single query (a decoder step) takes dot products directly.
 static void attention(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                       size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores) {
   count_kernel(Op::Attention, kIsa);
+  thread_local std::vector<float> kt_buf;
+  const size_t nkp = (nk + W - 1) / W * W;
+  float* kt = nullptr;
+  if (nq >= 4) {
+    if (kt_buf.size() < hd * nkp) kt_buf.resize(hd * nkp);
+    kt = kt_buf.data();
+    for (size_t j = 0; j < nk; ++j)
+      for (size_t dd = 0; dd < hd; ++dd) kt[dd * nkp + j] = k[j * ldk + dd];
+    for (size_t j = nk; j < nkp; ++j)
+      for (size_t dd = 0; dd < hd; ++dd) kt[dd * nkp + j] = 0.0f;
+  }
   for (size_t i = 0; i < nq; ++i) {
     const float* qi = q + i * ldq;
     size_t len = nk;
     if (causal >= 0) len = std::min(nk, i + 1 + static_cast<size_t>(causal));
-    float mx = -INFINITY;
-    for (size_t j = 0; j < len; ++j) {
-      scores[j] = dot(qi, k + j * ldk, hd);
-      mx = std::max(mx, scores[j]);
+    if (kt) {
+      for (size_t jb = 0; jb < len; jb += W) {
+        vf acc = zero();
+        for (size_t dd = 0; dd < hd; ++dd) acc = fmadd(set1(qi[dd]), load(kt + dd * nkp + jb), acc);
+        store(scores + jb, acc);  // scores has room up to nkp (the caller sizes it so)
+      }
+    } else {
+      for (size_t j = 0; j < len; ++j) scores[j] = dot(qi, k + j * ldk, hd);
     }
+    float mx = -INFINITY;
+    for (size_t j = 0; j < len; ++j) mx = std::max(mx, scores[j]);
     float sum = 0;
     size_t j = 0;
     const vf vm = set1(mx);
@@ -789,10 +809,31 @@ static void attention(const float* q, size_t ldq, const float* k, size_t ldk, co
       scores[j] = std::exp(scores[j] - mx);
       sum += scores[j];
     }
-    float* oi = o + i * ldo;
-    std::memset(oi, 0, hd * sizeof(float));
     const float inv = 1.0f / sum;
-    for (size_t jj = 0; jj < len; ++jj) axpy(scores[jj] * inv, v + jj * ldv, oi, hd);
+    float* oi = o + i * ldo;
+    // P . V with the output chunk held in registers across all keys
+    size_t dd = 0;
+    for (; dd + 4 * W <= hd; dd += 4 * W) {
+      vf a0 = zero(), a1 = zero(), a2 = zero(), a3 = zero();
+      for (size_t jj = 0; jj < len; ++jj) {
+        const vf p = set1(scores[jj]);
+        const float* vr = v + jj * ldv + dd;
+        a0 = fmadd(p, load(vr), a0);
+        a1 = fmadd(p, load(vr + W), a1);
+        a2 = fmadd(p, load(vr + 2 * W), a2);
+        a3 = fmadd(p, load(vr + 3 * W), a3);
+      }
+      const vf vi = set1(inv);
+      store(oi + dd, mul(a0, vi));
+      store(oi + dd + W, mul(a1, vi));
+      store(oi + dd + 2 * W, mul(a2, vi));
+      store(oi + dd + 3 * W, mul(a3, vi));
+    }
+    for (; dd < hd; ++dd) {
+      float acc = 0;
+      for (size_t jj = 0; jj < len; ++jj) acc += scores[jj] * v[jj * ldv + dd];
+      oi[dd] = acc * inv;
+    }
   }
 }
 }  // namespace CHIMERA_NS

@@ -162,7 +162,7 @@ export interface GateRow {
   tier: 1 | 2 | 3 | 4;
   name: string;
   plan: PrecisionPlan;
-  /** Groups kept at fp16 (tier 2). */
+  /** Groups kept at fp16 (tier 2), most sensitive first. */
   fp16Groups?: string[];
   bleu: number;
   /** bleu - fp32 bleu (negative: a loss). */
@@ -246,7 +246,7 @@ export async function quantizeWithGate(dir: string, src: string[], refs: string[
   const models = new Map<GateRow, MarianModel>();
   let sensitivity: SensitivityResult | null = null;
   const tryPlan = async (tier: GateRow['tier'], plan: PrecisionPlan, extra: Partial<GateRow> = {}): Promise<boolean> => {
-    const name = planName(plan, layers);
+    const name = extra.name ?? planName(plan, layers);
     opts.onProgress?.(`loading ${name}`, 0, 1);
     const m = await MarianModel.load(dir, { precision: plan });
     const row = rowOf(tier, plan, evaluate(m, src, refs, evalOpts(name)), extra);
@@ -270,7 +270,9 @@ export async function quantizeWithGate(dir: string, src: string[], refs: string[
     const ranked = sensitivity.ranking.map((e) => e.group);
     for (let k = 1; k < ranked.length && !done; k++) {
       const keep = ranked.slice(0, k);
-      done = await tryPlan(2, planWith(cfg, 'int8', Object.fromEntries(keep.map((g) => [g, 'fp16' as Precision]))), { fp16Groups: keep });
+      const inOrder = precisionGroups(cfg).filter((g) => keep.includes(g));
+      const plan = planWith(cfg, 'int8', Object.fromEntries(keep.map((g) => [g, 'fp16' as Precision])));
+      done = await tryPlan(2, plan, { fp16Groups: keep, name: `int8 + fp16 at ${inOrder.join(', ')}` });
     }
   }
   if (!done) done = await tryPlan(3, planWith(cfg, 'fp16'));
