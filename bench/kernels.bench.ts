@@ -17,7 +17,7 @@ import { Bench } from 'tinybench';
 import {
   addLayerNorm, getIsa, getThreads, layerNorm, linear, linearInt8, packFp32Weights, packInt8Weights, setThreads,
 } from '../src/index';
-import { GraphBuilder } from './onnx/writer';
+import { GraphBuilder } from '../src/onnx/writer';
 import { Rng } from './rng';
 
 // Per-core ceilings measured on this machine (shared/REFERENCE.md §1).

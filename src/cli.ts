@@ -13,6 +13,9 @@ commands:
                          --model DIR  --precision fp32|fp16|int8  --beam N  --max-length N
   convert DIR FILE     pack a Hugging Face model directory into one file that loads fast
                          --precision fp32|fp16|int8
+  export-onnx DIR OUT  write the model as standard ONNX (opset 17) in Optimum's layout: encoder_model.onnx,
+                       decoder_model.onnx, decoder_with_past_model.onnx (the same weights, for onnxruntime)
+                         [--int8 (quantize_dynamic-style DynamicQuantizeLinear + MatMulInteger Linears)]
   make-model           write a model with deterministic random weights in Hugging Face layout
                          --preset tiny|opus-mt-en-de  --seed N  --out DIR
   tune-ln              fit layer-norm gamma/beta of a quantised model to the fp32 control; writes a packed model
@@ -50,7 +53,7 @@ interface Parsed {
   flags: Map<string, string>;
 }
 
-const BOOLEAN_FLAGS = new Set<string>(['lowercase', 'json', 'try-all']);
+const BOOLEAN_FLAGS = new Set<string>(['lowercase', 'json', 'try-all', 'int8']);
 
 function parse(argv: string[]): Parsed {
   const flags = new Map<string, string>();
@@ -128,6 +131,21 @@ async function convert(p: Parsed): Promise<number> {
   return 0;
 }
 
+async function exportOnnxCmd(p: Parsed): Promise<number> {
+  takeFlags(p, ['int8']);
+  const [dir, out] = p.positional;
+  if (!dir || !out || p.positional.length > 2) throw new ChimeraError('E_ARG', `export-onnx takes a model directory and an output directory\n${USAGE}`);
+  const { exportMarianOnnx } = await import('./onnx/export-marian');
+  const { ProgressBar } = await import('./progress');
+  const int8 = p.flags.get('int8') === 'true';
+  const bar = new ProgressBar(`exporting ${int8 ? 'int8' : 'fp32'} ONNX`);
+  const r = exportMarianOnnx(dir, out, { int8, onProgress: (d, t) => bar.update(d, t) });
+  bar.done();
+  for (const g of r.graphs) console.log(`wrote ${g.file}: ${(g.bytes / 1048576).toFixed(1)} MiB`);
+  console.log(`${r.outDir}: opset 17, ${int8 ? 'int8 (DynamicQuantizeLinear + MatMulInteger)' : 'fp32'}; copied ${r.copied.join(', ') || 'nothing'}`);
+  return 0;
+}
+
 async function makeModelCmd(p: Parsed): Promise<number> {
   takeFlags(p, ['preset', 'seed', 'out']);
   const { makeModel } = await import('./model/make-model');
@@ -151,6 +169,8 @@ async function main(argv: string[]): Promise<number> {
       return translate(p);
     case 'make-model':
       return makeModelCmd(p);
+    case 'export-onnx':
+      return exportOnnxCmd(p);
     case 'convert':
       return convert(p);
     case 'tune-ln': {

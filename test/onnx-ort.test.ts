@@ -1,11 +1,11 @@
 /**
  * Cross-checks chimera's kernels against onnxruntime-node running single-op ONNX graphs (built with
- * bench/onnx/writer.ts), an independent reference for ONNX semantics. Every ISA this CPU supports is forced in
+ * src/onnx/writer.ts), an independent reference for ONNX semantics. Every ISA this CPU supports is forced in
  * turn, and the kernel counters must show that the forced path really ran.
  */
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GraphBuilder, type ElemType } from '../bench/onnx/writer';
+import { GraphBuilder, type ElemType } from '../src/onnx/writer';
 import { Rng } from '../bench/rng';
 import {
   addLayerNorm, cpuInfo, dynamicQuantizeLinear, kernelCounters, layerNorm, matmulInteger, setIsa, setThreads,

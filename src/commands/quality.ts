@@ -162,7 +162,6 @@ export async function evalCommand(a: CommandArgs): Promise<number> {
 export async function quantizeCommand(a: CommandArgs): Promise<number> {
   allow(a, 'quantize', ['model', 'src', 'ref', 'max-bleu-drop', 'out', 'beam', 'limit', 'batch', 'max-length', 'report', 'sensitivity-sentences', 'try-all', 'json']);
   const { quantizeWithGate, writeGateReport, gateReportMarkdown } = await import('../quality/quantize');
-  const { pyFixed: fx } = await import('../bleu');
   const model = need(a, 'model', 'quantize');
   const out = need(a, 'out', 'quantize');
   const maxBleuDrop = num(a, 'max-bleu-drop') ?? 0.5;
@@ -174,7 +173,7 @@ export async function quantizeCommand(a: CommandArgs): Promise<number> {
     sensitivitySentences: int(a, 'sensitivity-sentences'), tryAll: bool(a, 'try-all'),
     onProgress: (stage, d, t) => progress.update(stage, d, t),
     onResult: (row) => progress.done(
-      `${row.name}: BLEU ${fx(row.bleu, 2)} (${row.delta >= 0 ? '+' : ''}${fx(row.delta, 2)}), ${row.sentencesPerSec.toFixed(1)} sent/s` +
+      `${row.name}: BLEU ${pyFixed(row.bleu, 2)} (${row.delta >= 0 ? '+' : ''}${pyFixed(row.delta, 2)}), ${row.sentencesPerSec.toFixed(1)} sent/s` +
         (row.control ? ' [control]' : row.passed ? ' [pass]' : ` [fail: drop > ${maxBleuDrop}]`),
     ),
   });

@@ -1,6 +1,7 @@
 /**
  * A minimal ONNX model writer: encodes ModelProto and the messages it contains straight to protobuf bytes,
- * enough to build single-op and small graphs for onnxruntime. Field numbers follow onnx/onnx.proto.
+ * enough for single-op benchmark graphs and whole exported models (src/onnx/export-marian.ts). Field numbers
+ * follow onnx/onnx.proto. Tensor data is referenced, not copied, until toBytes() assembles the model once.
  *
  *   const g = new GraphBuilder();
  *   g.input('x', 'float32', ['M', 512]).initializer('w', w, [512, 512]).output('y', 'float32', ['M', 512]);
@@ -38,10 +39,21 @@ const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
 const WIRE_FIXED32 = 5;
 
-/** Appends protobuf fields to a growing byte buffer. */
+/**
+ * Appends protobuf fields to a list of byte chunks. Small fields go to a growing scratch buffer; large byte
+ * fields (tensor data) and nested messages are kept by reference, so a model of hundreds of MB is copied once,
+ * by finish(), instead of once per nesting level.
+ */
 class ProtoWriter {
-  private buf = new Uint8Array(256);
+  private buf = new Uint8Array(64);
   private len = 0;
+  private readonly parts: Uint8Array[] = [];
+  private partsLen = 0;
+
+  /** Bytes written so far. */
+  get byteLength(): number {
+    return this.partsLen + this.len;
+  }
 
   private reserve(n: number): void {
     if (this.len + n <= this.buf.length) return;
@@ -52,6 +64,27 @@ class ProtoWriter {
     this.buf = next;
   }
 
+  /** Moves the scratch buffer into the chunk list. */
+  private flush(): void {
+    if (this.len === 0) return;
+    this.parts.push(this.buf.subarray(0, this.len));
+    this.partsLen += this.len;
+    this.buf = new Uint8Array(64);
+    this.len = 0;
+  }
+
+  private append(chunk: Uint8Array): void {
+    if (chunk.length < 256) {
+      this.reserve(chunk.length);
+      this.buf.set(chunk, this.len);
+      this.len += chunk.length;
+      return;
+    }
+    this.flush();
+    this.parts.push(chunk);
+    this.partsLen += chunk.length;
+  }
+
   private byte(b: number): void {
     this.reserve(1);
     this.buf[this.len++] = b;
@@ -59,6 +92,15 @@ class ProtoWriter {
 
   /** Unsigned LEB128. Negative int64 values are written as their 64-bit two's complement (10 bytes). */
   private varint(value: number | bigint): void {
+    if (typeof value === 'number' && value >= 0 && value < 2 ** 31) {
+      let v = value;
+      while (v >= 0x80) {
+        this.byte((v & 0x7f) | 0x80);
+        v >>>= 7;
+      }
+      this.byte(v);
+      return;
+    }
     let v = BigInt.asUintN(64, BigInt(value));
     while (v >= 0x80n) {
       this.byte(Number(v & 0x7fn) | 0x80);
@@ -80,17 +122,16 @@ class ProtoWriter {
   float(field: number, value: number): this {
     this.tag(field, WIRE_FIXED32);
     this.reserve(4);
-    new DataView(this.buf.buffer, this.len, 4).setFloat32(0, value, true);
+    new DataView(this.buf.buffer, this.buf.byteOffset + this.len, 4).setFloat32(0, value, true);
     this.len += 4;
     return this;
   }
 
+  /** A length-delimited field; `data` is kept by reference (do not modify it before finish()). */
   bytes(field: number, data: Uint8Array): this {
     this.tag(field, WIRE_LEN);
     this.varint(data.length);
-    this.reserve(data.length);
-    this.buf.set(data, this.len);
-    this.len += data.length;
+    this.append(data);
     return this;
   }
 
@@ -99,11 +140,31 @@ class ProtoWriter {
   }
 
   message(field: number, m: ProtoWriter): this {
-    return this.bytes(field, m.finish());
+    this.tag(field, WIRE_LEN);
+    this.varint(m.byteLength);
+    if (m.byteLength < 4096) {
+      // small messages are copied inline: fewer, larger chunks
+      for (const p of m.parts) this.append(p);
+      this.append(m.buf.subarray(0, m.len));
+      return this;
+    }
+    m.flush();
+    this.flush();
+    for (const p of m.parts) this.parts.push(p);
+    this.partsLen += m.partsLen;
+    return this;
   }
 
   finish(): Uint8Array {
-    return this.buf.subarray(0, this.len);
+    this.flush();
+    if (this.parts.length === 1) return this.parts[0];
+    const out = new Uint8Array(this.partsLen);
+    let o = 0;
+    for (const p of this.parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
   }
 }
 
@@ -170,6 +231,8 @@ export interface GraphOptions {
   opset?: number;
   /** com.microsoft opset version; imported automatically (version 1) when a node uses that domain. */
   msOpset?: number;
+  /** ModelProto.producer_name. */
+  producer?: string;
 }
 
 export class GraphBuilder {
@@ -181,7 +244,7 @@ export class GraphBuilder {
   private readonly opts: Required<GraphOptions>;
 
   constructor(opts: GraphOptions = {}) {
-    this.opts = { name: opts.name ?? 'graph', opset: opts.opset ?? 17, msOpset: opts.msOpset ?? 1 };
+    this.opts = { name: opts.name ?? 'graph', opset: opts.opset ?? 17, msOpset: opts.msOpset ?? 1, producer: opts.producer ?? 'chimera' };
     if (opts.msOpset !== undefined) this.domains.add('com.microsoft');
   }
 
@@ -227,7 +290,7 @@ export class GraphBuilder {
     for (const i of this.inputs) g.message(11, i);
     for (const o of this.outputs) g.message(12, o);
 
-    const m = new ProtoWriter().int(1, 8).string(2, 'chimera-bench');
+    const m = new ProtoWriter().int(1, 8).string(2, this.opts.producer);
     m.message(8, new ProtoWriter().string(1, '').int(2, this.opts.opset));
     for (const d of this.domains) {
       const version = d === 'com.microsoft' ? this.opts.msOpset : 1;
