@@ -375,7 +375,7 @@ static inline void f32_store_row(const F32Epilogue& ep, size_t n, size_t row, si
 
 #if CHIMERA_LEVEL == 2
 #ifndef CHIMERA_PF
-#define CHIMERA_PF 2048
+#define CHIMERA_PF 4096
 #endif
 // MR rows x NG groups (64 channels each): acc += u8(W) . s8(x) four k at a time with vpdpbusd. The weights
 // are u8 = s8 + 128, so the result carries 128 * sum_k x[k], removed per row in the epilogue.
