@@ -4,6 +4,8 @@
  *
  *   npm run bench:e2e -- [--json FILE] [--quick] [--threads 1,2] [--models opus,m30k] [--runs N]
  *
+ * --quick: S = 32 only, fewer rounds, 16 new tokens, 1 thread unless --threads is given (about a minute).
+ *
  * Models: the OPUS-MT geometry (d 512, 6+6 layers, vocab 58101; deterministic random weights generated on demand
  * into .tmp/models, never committed) and ../shared/models/marian-m30k-en-de (skipped when absent).
  * Engines: chimera fp32, fp16, int8 and ORT fp32, ORT int8 (quantize_dynamic's DynamicQuantizeLinear +
@@ -34,7 +36,7 @@ function arg(name: string): string | undefined {
   return i > 0 ? process.argv[i + 1] : undefined;
 }
 const quick = process.argv.includes('--quick');
-const threadList = (arg('threads') ?? '1,2').split(',').map(Number);
+const threadList = (arg('threads') ?? (quick ? '1' : '1,2')).split(',').map(Number);
 const modelList = (arg('models') ?? 'opus,m30k').split(',');
 const jsonOut = arg('json');
 const ROOT = path.resolve(__dirname, '..');

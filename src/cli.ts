@@ -34,6 +34,10 @@ commands:
                          --model DIR  --src F  --ref F  --out FILE  [--max-bleu-drop X (default 0.5)]
                          [--beam N  --limit N  --batch N  --max-length N  --report FILE]
                          [--sensitivity-sentences N (default 200)  --try-all  --json]
+  assess               chimera's tiers against onnxruntime on the same weights: TTFT p50/p95, sequential QPS,
+                       BLEU beside the fp32 control, peak memory; writes report.md, report.json, ttft.svg
+                         --model DIR  [--src F  --ref F]  [--out DIR (default assess-report)]  [--beam N]
+                         [--limit N (default 100)]  [--max-length N (default 128)]   (needs onnxruntime-node)
   info                 CPU features, the kernel path in use and the thread count
   selftest             run every kernel on every ISA this CPU supports against a plain reference
 
@@ -189,6 +193,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/quality')).evalCommand(p);
     case 'quantize':
       return (await import('./commands/quality')).quantizeCommand(p);
+    case 'assess':
+      return (await import('./commands/assess')).assessCommand(p);
     case 'info': {
       const info = cpuInfo();
       const on = Object.entries(info.features).filter(([, v]) => v).map(([k]) => k);

@@ -17,3 +17,5 @@ export { quantizeWithGate, measureSensitivity } from './quality/quantize';
 export type { GateOptions, GateResult, GateReport } from './quality/quantize';
 export { tuneLayerNorms, activationMse, restoreLayerNorms } from './quality/tune-ln';
 export type { TuneLnOptions, TuneLnResult } from './quality/tune-ln';
+export { exportMarianOnnx, buildMarianOnnx, ONNX_FILES } from './onnx/export-marian';
+export type { OnnxExportOptions, OnnxExportResult, MarianOnnxGraphs } from './onnx/export-marian';

@@ -1,0 +1,360 @@
+/**
+ * The reference decoder loop on stock onnxruntime-node (a devDependency: load this module lazily, only where
+ * onnxruntime-node is installed; bench/ort-marian.ts re-exports it), over the graphs `chimera export-onnx` writes
+ * (Optimum's layout): the encoder once, decoder_model for the first step (it also returns the cross-attention
+ * K/V), then decoder_with_past_model with the past K/V fed back each step. Beams are reordered by gathering
+ * the past rows of their parents, as transformers' `_reorder_cache` does.
+ *
+ * Search follows src/engine/search.ts rule for rule (Hugging Face semantics): start = decoder_start_token_id,
+ * banned ids (pad) never generated, eos forced at the last slot, `minNewTokens` bans eos until then; beam search
+ * keeps 2 × beam candidates per step, scores finished hypotheses sum log p / length ** lengthPenalty (length
+ * counting the start token), early stopping false by default. Sessions run at graphOptimizationLevel 'all',
+ * intraOpNumThreads = T, interOpNumThreads 1, sequential execution.
+ */
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { readMarianConfig, type MarianConfig } from '../model/config';
+import { ONNX_FILES, type MarianOnnxGraphs } from './export-marian';
+
+export interface OrtGenerateOptions {
+  beam?: number;
+  /** Generated tokens at most (the decoder start token not counted), as MarianModel.generate. */
+  maxNewTokens?: number;
+  minNewTokens?: number;
+  lengthPenalty?: number;
+  earlyStopping?: boolean;
+}
+
+export interface OrtGenerateResult {
+  ids: number[][];
+  /** Encoder + first decoder step (+ picking the token for greedy), ms. */
+  ttftMs: number;
+  totalMs: number;
+  /** Decoder steps run (one per generated position). */
+  steps: number;
+}
+
+export function ortSessionOptions(threads: number): ort.InferenceSession.SessionOptions {
+  return {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  };
+}
+
+function i64(values: ArrayLike<number>, dims: number[]): ort.Tensor {
+  const a = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) a[i] = BigInt(values[i]);
+  return new ort.Tensor('int64', a, dims);
+}
+
+/** Rows `idx` of a tensor whose first axis is the batch: a new tensor [idx.length, ...rest]. */
+function gatherRows(t: ort.Tensor, idx: ArrayLike<number>): ort.Tensor {
+  const rows = t.dims[0];
+  const data = t.data as Float32Array | BigInt64Array;
+  const per = data.length / rows;
+  const out = data instanceof Float32Array ? new Float32Array(idx.length * per) : new BigInt64Array(idx.length * per);
+  for (let r = 0; r < idx.length; r++) (out as Float32Array).set((data as Float32Array).subarray(idx[r] * per, (idx[r] + 1) * per), r * per);
+  return new ort.Tensor(t.type as 'float32', out as Float32Array, [idx.length, ...t.dims.slice(1)]);
+}
+
+function isIdentity(idx: ArrayLike<number>, n: number): boolean {
+  if (idx.length !== n) return false;
+  for (let i = 0; i < n; i++) if (idx[i] !== i) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------- logits processing
+
+interface Spec {
+  startId: number;
+  eosId: number;
+  banned: number[];
+  forceEosAtMax: boolean;
+}
+
+function processRow(logits: Float32Array, off: number, vocab: number, spec: Spec, forceEos: boolean, banEos: boolean): void {
+  if (forceEos) {
+    const keep = logits[off + spec.eosId];
+    logits.fill(-Infinity, off, off + vocab);
+    logits[off + spec.eosId] = Number.isFinite(keep) ? keep : 0;
+    return;
+  }
+  for (const b of spec.banned) logits[off + b] = -Infinity;
+  if (banEos) logits[off + spec.eosId] = -Infinity;
+}
+
+function argmax(a: Float32Array, off: number, n: number): number {
+  let best = 0, bv = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = a[off + i];
+    if (v > bv) { bv = v; best = i; }
+  }
+  return best;
+}
+
+function logSoftmaxInPlace(a: Float32Array, off: number, n: number): void {
+  let mx = -Infinity;
+  for (let i = 0; i < n; i++) if (a[off + i] > mx) mx = a[off + i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(a[off + i] - mx);
+  const lse = mx + Math.log(sum);
+  for (let i = 0; i < n; i++) a[off + i] -= lse;
+}
+
+interface Hyp {
+  tokens: number[];
+  score: number;
+  eos?: boolean;
+}
+
+function addFinished(f: Hyp[], h: Hyp, B: number): void {
+  if (f.length < B) {
+    f.push(h);
+  } else {
+    let wi = 0;
+    for (let i = 1; i < f.length; i++) if (f[i].score < f[wi].score) wi = i;
+    if (h.score > f[wi].score) f[wi] = h;
+  }
+}
+
+// ------------------------------------------------------------------------------------------- the model
+
+export class OrtMarian {
+  private constructor(
+    readonly config: MarianConfig,
+    readonly encoder: ort.InferenceSession,
+    readonly decoder: ort.InferenceSession,
+    readonly decoderWithPast: ort.InferenceSession,
+    readonly threads: number,
+  ) {}
+
+  /** Sessions over a directory written by `chimera export-onnx` (its config.json is read) or graphs in memory. */
+  static async create(source: string | MarianOnnxGraphs, opts: { threads?: number; config?: MarianConfig } = {}): Promise<OrtMarian> {
+    const threads = opts.threads ?? 1;
+    const so = ortSessionOptions(threads);
+    const config = opts.config ?? (typeof source === 'string' ? readMarianConfig(source) : undefined);
+    if (!config) throw new Error('OrtMarian.create: pass opts.config with in-memory graphs');
+    const load = (bytes: Uint8Array | undefined, file: string) =>
+      bytes ? ort.InferenceSession.create(bytes, so) : ort.InferenceSession.create(path.join(source as string, file), so);
+    const g = typeof source === 'string' ? undefined : source;
+    const encoder = await load(g?.encoder, ONNX_FILES.encoder);
+    const decoder = await load(g?.decoder, ONNX_FILES.decoder);
+    const decoderWithPast = await load(g?.decoderWithPast, ONNX_FILES.decoderWithPast);
+    return new OrtMarian(config, encoder, decoder, decoderWithPast, threads);
+  }
+
+  async release(): Promise<void> {
+    await Promise.all([this.encoder.release(), this.decoder.release(), this.decoderWithPast.release()]);
+  }
+
+  get spec(): Spec {
+    const c = this.config;
+    return {
+      startId: c.decoderStartId,
+      eosId: c.eosId,
+      banned: [c.padId, ...c.badWordsIds.flat()].filter((v, i, a) => a.indexOf(v) === i),
+      forceEosAtMax: c.forcedEosId !== null && c.forcedEosId === c.eosId,
+    };
+  }
+
+  /** Runs the encoder on a padded batch; returns last_hidden_state and the mask. */
+  async encode(inputIds: number[][]): Promise<{ hidden: ort.Tensor; mask: ort.Tensor }> {
+    const n = inputIds.length;
+    const S = Math.max(...inputIds.map((x) => x.length));
+    const ids = new Array<number>(n * S).fill(this.config.padId);
+    const mask = new Array<number>(n * S).fill(0);
+    inputIds.forEach((x, i) => x.forEach((t, j) => { ids[i * S + j] = t; mask[i * S + j] = 1; }));
+    const m = i64(mask, [n, S]);
+    const r = await this.encoder.run({ input_ids: i64(ids, [n, S]), attention_mask: m });
+    return { hidden: r.last_hidden_state, mask: m };
+  }
+
+  /** Decoder state over steps: tracks which source each row of the past belongs to. */
+  private stepper(hidden: ort.Tensor, mask: ort.Tensor) {
+    const L = this.config.decoderLayers;
+    const V = this.config.vocabSize;
+    let past: Record<string, ort.Tensor> | null = null; // decoder K/V, rows as in the last step
+    let encKv: Record<string, ort.Tensor> = {}; // cross K/V per source
+    let crossKey = ''; // the row → source arrangement of `cross`
+    let cross: Record<string, ort.Tensor> = {};
+    return {
+      /**
+       * One decoder step for rows with `tokens`; row r continues row parents[r] of the previous step and reads
+       * source srcOf[r]. Returns logits [rows, V] (the step's own buffer).
+       */
+      step: async (tokens: number[], parents: number[] | null, srcOf: number[]): Promise<Float32Array> => {
+        const rows = tokens.length;
+        const ids = i64(tokens, [rows, 1]);
+        const srcKey = srcOf.join(',');
+        if (past === null) {
+          if (!isIdentity(srcOf, hidden.dims[0])) throw new Error('the first step must have one row per source, in order');
+          const r = await this.decoder.run({ input_ids: ids, encoder_attention_mask: mask, encoder_hidden_states: hidden });
+          past = {};
+          encKv = {};
+          for (let i = 0; i < L; i++) {
+            past[`past_key_values.${i}.decoder.key`] = r[`present.${i}.decoder.key`];
+            past[`past_key_values.${i}.decoder.value`] = r[`present.${i}.decoder.value`];
+            encKv[`past_key_values.${i}.encoder.key`] = r[`present.${i}.encoder.key`];
+            encKv[`past_key_values.${i}.encoder.value`] = r[`present.${i}.encoder.value`];
+          }
+          cross = { ...encKv, encoder_attention_mask: mask };
+          crossKey = srcKey;
+          return r.logits.data as Float32Array;
+        }
+        const prevRows = past['past_key_values.0.decoder.key'].dims[0];
+        if (parents && !isIdentity(parents, prevRows)) {
+          const next: Record<string, ort.Tensor> = {};
+          for (const [k, t] of Object.entries(past)) next[k] = gatherRows(t, parents);
+          past = next;
+        }
+        if (srcKey !== crossKey) {
+          cross = { encoder_attention_mask: gatherRows(mask, srcOf) };
+          for (const [k, t] of Object.entries(encKv)) cross[k] = gatherRows(t, srcOf);
+          crossKey = srcKey;
+        }
+        const r = await this.decoderWithPast.run({ input_ids: ids, ...cross, ...past });
+        const np: Record<string, ort.Tensor> = {};
+        for (let i = 0; i < L; i++) {
+          np[`past_key_values.${i}.decoder.key`] = r[`present.${i}.decoder.key`];
+          np[`past_key_values.${i}.decoder.value`] = r[`present.${i}.decoder.value`];
+        }
+        past = np;
+        const logits = r.logits.data as Float32Array;
+        if (logits.length !== rows * V) throw new Error(`logits has ${logits.length} values, expected ${rows * V}`);
+        return logits;
+      },
+    };
+  }
+
+  /** Same contract as MarianModel.generate: ids per source (each with its eos) → generated ids. */
+  async generate(inputIds: number[][], opts: OrtGenerateOptions = {}): Promise<OrtGenerateResult> {
+    const t0 = performance.now();
+    const beam = opts.beam ?? 1;
+    const maxNew = opts.maxNewTokens ?? this.config.maxLength - 1;
+    const maxLength = Math.min(maxNew + 1, this.config.maxPositions);
+    const { hidden, mask } = await this.encode(inputIds);
+    const st = this.stepper(hidden, mask);
+    const r = beam > 1 ? await this.beamSearch(st, inputIds.length, beam, maxLength, opts, t0) : await this.greedy(st, inputIds.length, maxLength, opts, t0);
+    return { ...r, totalMs: performance.now() - t0 };
+  }
+
+  private async greedy(st: ReturnType<OrtMarian['stepper']>, n: number, maxLength: number, o: OrtGenerateOptions, t0: number) {
+    const spec = this.spec, V = this.config.vocabSize;
+    const out: number[][] = Array.from({ length: n }, () => []);
+    const last = new Array<number>(n).fill(spec.startId);
+    let active = Array.from({ length: n }, (_, i) => i);
+    let parents: number[] | null = null;
+    let ttftMs = 0, steps = 0;
+    for (let pos = 0; active.length > 0; pos++) {
+      const logits = await st.step(active.map((s) => last[s]), parents, active);
+      steps++;
+      const forceEos = spec.forceEosAtMax && pos + 2 >= maxLength;
+      const banEos = pos < (o.minNewTokens ?? 0);
+      const next: number[] = [];
+      parents = [];
+      for (let r = 0; r < active.length; r++) {
+        const s = active[r];
+        processRow(logits, r * V, V, spec, forceEos, banEos);
+        const tok = argmax(logits, r * V, V);
+        out[s].push(tok);
+        last[s] = tok;
+        if (tok !== spec.eosId && pos + 2 < maxLength) {
+          next.push(s);
+          parents.push(r);
+        }
+      }
+      if (pos === 0) ttftMs = performance.now() - t0;
+      active = next;
+    }
+    return { ids: out, ttftMs, steps };
+  }
+
+  private async beamSearch(st: ReturnType<OrtMarian['stepper']>, n: number, B: number, maxLength: number, o: OrtGenerateOptions, t0: number) {
+    const spec = this.spec, V = this.config.vocabSize;
+    const lp = o.lengthPenalty ?? 1;
+    const early = o.earlyStopping ?? false;
+    const beams: Hyp[][] = Array.from({ length: n }, () => [{ tokens: [spec.startId], score: 0 }]);
+    const finished: Hyp[][] = Array.from({ length: n }, () => []);
+    const done = new Array<boolean>(n).fill(false);
+    // the row of the previous step each live beam's cache sits in
+    const rowOf: number[][] = Array.from({ length: n }, (_, s) => [s]);
+    let ttftMs = 0, steps = 0;
+    const worst = (f: Hyp[]) => Math.min(...f.map((h) => h.score));
+    let first = true;
+    for (let cur = 1; ; cur++) {
+      const tokens: number[] = [], parents: number[] = [], srcOf: number[] = [];
+      for (let s = 0; s < n; s++) {
+        if (done[s]) continue;
+        beams[s].forEach((h, j) => {
+          tokens.push(h.tokens[h.tokens.length - 1]);
+          parents.push(rowOf[s][j]);
+          srcOf.push(s);
+        });
+      }
+      if (tokens.length === 0) break;
+      const logits = await st.step(tokens, first ? null : parents, srcOf);
+      first = false;
+      steps++;
+      if (cur === 1) ttftMs = performance.now() - t0;
+      const forceEos = spec.forceEosAtMax && cur + 1 >= maxLength;
+      let r0 = 0;
+      for (let s = 0; s < n; s++) {
+        if (done[s]) continue;
+        const live = beams[s];
+        const cand: { score: number; beam: number; token: number }[] = [];
+        for (let j = 0; j < live.length; j++) {
+          const off = (r0 + j) * V;
+          processRow(logits, off, V, spec, forceEos, cur - 1 < (o.minNewTokens ?? 0));
+          logSoftmaxInPlace(logits, off, V);
+          for (let t = 0; t < V; t++) {
+            const sc = logits[off + t] + live[j].score;
+            if (cand.length < 2 * B) {
+              cand.push({ score: sc, beam: j, token: t });
+              if (cand.length === 2 * B) cand.sort((a, b) => b.score - a.score);
+            } else if (sc > cand[2 * B - 1].score) {
+              let k = 2 * B - 1;
+              while (k > 0 && cand[k - 1].score < sc) k--;
+              cand.splice(k, 0, { score: sc, beam: j, token: t });
+              cand.pop();
+            }
+          }
+        }
+        if (cand.length < 2 * B) cand.sort((a, b) => b.score - a.score);
+        const next: Hyp[] = [];
+        const nextRows: number[] = [];
+        for (let rank = 0; rank < cand.length && next.length < B; rank++) {
+          const c = cand[rank];
+          if (!Number.isFinite(c.score)) break;
+          if (c.token === spec.eosId) {
+            if (rank >= B) continue;
+            const toks = live[c.beam].tokens;
+            addFinished(finished[s], { tokens: toks.slice(), score: c.score / toks.length ** lp, eos: true }, B);
+          } else {
+            next.push({ tokens: [...live[c.beam].tokens, c.token], score: c.score });
+            nextRows.push(r0 + c.beam);
+          }
+        }
+        r0 += live.length;
+        const f = finished[s];
+        let isDone = next.length === 0 || cur + 1 >= maxLength;
+        if (!isDone && f.length >= B) isDone = early ? true : worst(f) >= cand[0].score / cur ** lp;
+        if (isDone) {
+          if (cur + 1 >= maxLength) for (const h of next) addFinished(f, { tokens: h.tokens, score: h.score / h.tokens.length ** lp }, B);
+          done[s] = true;
+          continue;
+        }
+        beams[s] = next;
+        rowOf[s] = nextRows;
+      }
+    }
+    const ids: number[][] = [];
+    for (let s = 0; s < n; s++) {
+      const best = finished[s].reduce((a, b) => (b.score > a.score ? b : a), finished[s][0] ?? { tokens: [spec.startId], score: -Infinity });
+      const toks = best.tokens.slice(1);
+      ids.push(best.eos ? [...toks, spec.eosId] : toks);
+    }
+    return { ids, ttftMs, steps };
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * `chimera assess` end to end on the tiny make-model model (dist/cli.js, built by the global setup): the report
+ * files exist and hold every engine, every comparison and the memory probes.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeModel } from '../src/model/make-model';
+
+const ROOT = path.join(__dirname, '..');
+const dirs: string[] = [];
+const tmp = () => {
+  const d = fs.mkdtempSync(path.join(tmpdir(), 'chimera-assess-test-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe('chimera assess', () => {
+  it('writes report.md, report.json and ttft.svg with every engine beside onnxruntime', () => {
+    const model = tmp();
+    makeModel({ preset: 'tiny', seed: 3, out: model });
+    const data = tmp();
+    fs.writeFileSync(path.join(data, 'src.txt'), 'a dog runs\n\nthe cat sleeps on the mat\ntwo men talk\nhello world\n');
+    fs.writeFileSync(path.join(data, 'ref.txt'), 'ein hund rennt\n\ndie katze schläft\nzwei männer reden\nhallo welt\n');
+    const out = path.join(tmp(), 'report');
+    const r = spawnSync(process.execPath, [
+      path.join(ROOT, 'dist', 'cli.js'), 'assess', '--model', model, '--src', path.join(data, 'src.txt'), '--ref', path.join(data, 'ref.txt'),
+      '--out', out, '--beam', '2', '--max-length', '6', '--threads', '1',
+    ], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+    expect(rep.sentences).toBe(4);
+    expect(rep.threads).toBe(1);
+    expect(rep.engines.map((e: { engine: string; tier: string }) => `${e.engine}:${e.tier}`)).toEqual([
+      'chimera:fp32', 'chimera:fp16', 'chimera:int8', 'onnxruntime:fp32', 'onnxruntime:int8',
+    ]);
+    for (const e of rep.engines) {
+      expect(e.ttft_p50_ms).toBeGreaterThan(0);
+      expect(e.ttft_p95_ms).toBeGreaterThanOrEqual(e.ttft_p50_ms);
+      expect(e.sequential_qps).toBeGreaterThan(0);
+      expect(e.peak_rss_mb).toBeGreaterThan(10);
+      expect(typeof e.bleu).toBe('number');
+    }
+    // onnxruntime fp32 runs the same function as chimera fp32
+    expect(rep.engines[3].same_as_fp32).toBe(1);
+    expect(rep.comparisons).toHaveLength(6);
+    const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(md).toContain('| onnxruntime | int8 |');
+    expect(md).toContain('TTFT p95');
+    const svg = fs.readFileSync(path.join(out, 'ttft.svg'), 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect((svg.match(/<rect /g) ?? []).length).toBeGreaterThanOrEqual(7);
+  });
+
+  it('refuses a missing model and --ref without --src', () => {
+    const cli = path.join(ROOT, 'dist', 'cli.js');
+    const a = spawnSync(process.execPath, [cli, 'assess'], { encoding: 'utf8' });
+    expect(a.status).toBe(1);
+    expect(a.stderr).toContain('--model');
+    const b = spawnSync(process.execPath, [cli, 'assess', '--model', ROOT, '--ref', 'x'], { encoding: 'utf8' });
+    expect(b.status).toBe(1);
+    expect(b.stderr).toContain('--ref needs --src');
+  });
+});
