@@ -764,6 +764,51 @@ static inline void axpy(float alpha, const float* x, float* y, size_t n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// Scores of one query against NB blocks of W keys from transposed keys (kt rows nkp apart): NB independent
+// accumulators hide the FMA latency that a single chain over hd would expose.
+template <int NB>
+static inline void score_blocks(const float* qi, const float* kt, size_t nkp, size_t hd, float* out) {
+  vf acc[NB];
+  CHIMERA_UNROLL
+  for (int b = 0; b < NB; ++b) acc[b] = zero();
+  for (size_t dd = 0; dd < hd; ++dd) {
+    const vf qv = set1(qi[dd]);
+    const float* row = kt + dd * nkp;
+    CHIMERA_UNROLL
+    for (int b = 0; b < NB; ++b) acc[b] = fmadd(qv, load(row + b * W), acc[b]);
+  }
+  CHIMERA_UNROLL
+  for (int b = 0; b < NB; ++b) store(out + b * W, acc[b]);
+}
+
+// out[0, C W) = inv * sum_j p[j] v[j][0, C W), with even and odd keys in separate accumulators so that two
+// FMA chains run side by side even when C is 1.
+template <int C>
+static inline void pv_chunk(const float* p, size_t len, const float* v, size_t ldv, float inv, float* out) {
+  vf a[2][C];
+  CHIMERA_UNROLL
+  for (int c = 0; c < C; ++c) a[0][c] = a[1][c] = zero();
+  size_t j = 0;
+  for (; j + 2 <= len; j += 2) {
+    const vf p0 = set1(p[j]), p1 = set1(p[j + 1]);
+    const float* v0 = v + j * ldv;
+    const float* v1 = v0 + ldv;
+    CHIMERA_UNROLL
+    for (int c = 0; c < C; ++c) {
+      a[0][c] = fmadd(p0, load(v0 + c * W), a[0][c]);
+      a[1][c] = fmadd(p1, load(v1 + c * W), a[1][c]);
+    }
+  }
+  if (j < len) {
+    const vf p0 = set1(p[j]);
+    CHIMERA_UNROLL
+    for (int c = 0; c < C; ++c) a[0][c] = fmadd(p0, load(v + j * ldv + c * W), a[0][c]);
+  }
+  const vf vi = set1(inv);
+  CHIMERA_UNROLL
+  for (int c = 0; c < C; ++c) store(out + c * W, mul(add(a[0][c], a[1][c]), vi));
+}
+
 // softmax(q . k^T) . v for query rows [0, nq) of one head. Query i sees keys [0, min(nk, i + 1 + causal)) when
 // causal >= 0, else all nk keys. Scores are not scaled here: the model folds the scale into q.
 // With several queries (the encoder), K is transposed once so that scores come W keys at a time with no
@@ -787,16 +832,33 @@ static void attention(const float* q, size_t ldq, const float* k, size_t ldk, co
     size_t len = nk;
     if (causal >= 0) len = std::min(nk, i + 1 + static_cast<size_t>(causal));
     if (kt) {
-      for (size_t jb = 0; jb < len; jb += W) {
-        vf acc = zero();
-        for (size_t dd = 0; dd < hd; ++dd) acc = fmadd(set1(qi[dd]), load(kt + dd * nkp + jb), acc);
-        store(scores + jb, acc);  // scores has room up to nkp (the caller sizes it so)
+      const size_t blocks = (len + W - 1) / W;
+      size_t jb = 0;
+      for (; jb + 8 <= blocks; jb += 8) score_blocks<8>(qi, kt + jb * W, nkp, hd, scores + jb * W);
+      switch (blocks - jb) {
+        case 7: score_blocks<7>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        case 6: score_blocks<6>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        case 5: score_blocks<5>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        case 4: score_blocks<4>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        case 3: score_blocks<3>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        case 2: score_blocks<2>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        case 1: score_blocks<1>(qi, kt + jb * W, nkp, hd, scores + jb * W); break;
+        default: break;
       }
     } else {
       for (size_t j = 0; j < len; ++j) scores[j] = dot(qi, k + j * ldk, hd);
     }
     float mx = -INFINITY;
-    for (size_t j = 0; j < len; ++j) mx = std::max(mx, scores[j]);
+    {
+      size_t j = 0;
+      vf m0 = set1(-INFINITY), m1 = m0;
+      for (; j + 2 * W <= len; j += 2 * W) {
+        m0 = max(m0, load(scores + j));
+        m1 = max(m1, load(scores + j + W));
+      }
+      mx = hmax(max(m0, m1));
+      for (; j < len; ++j) mx = std::max(mx, scores[j]);
+    }
     float sum = 0;
     size_t j = 0;
     const vf vm = set1(mx);
@@ -811,24 +873,10 @@ static void attention(const float* q, size_t ldq, const float* k, size_t ldk, co
     }
     const float inv = 1.0f / sum;
     float* oi = o + i * ldo;
-    // P . V with the output chunk held in registers across all keys
+    // P . V with the output held in registers across all keys, in 4- or 1-vector chunks
     size_t dd = 0;
-    for (; dd + 4 * W <= hd; dd += 4 * W) {
-      vf a0 = zero(), a1 = zero(), a2 = zero(), a3 = zero();
-      for (size_t jj = 0; jj < len; ++jj) {
-        const vf p = set1(scores[jj]);
-        const float* vr = v + jj * ldv + dd;
-        a0 = fmadd(p, load(vr), a0);
-        a1 = fmadd(p, load(vr + W), a1);
-        a2 = fmadd(p, load(vr + 2 * W), a2);
-        a3 = fmadd(p, load(vr + 3 * W), a3);
-      }
-      const vf vi = set1(inv);
-      store(oi + dd, mul(a0, vi));
-      store(oi + dd + W, mul(a1, vi));
-      store(oi + dd + 2 * W, mul(a2, vi));
-      store(oi + dd + 3 * W, mul(a3, vi));
-    }
+    for (; dd + 4 * W <= hd; dd += 4 * W) pv_chunk<4>(scores, len, v + dd, ldv, inv, oi + dd);
+    for (; dd + W <= hd; dd += W) pv_chunk<1>(scores, len, v + dd, ldv, inv, oi + dd);
     for (; dd < hd; ++dd) {
       float acc = 0;
       for (size_t jj = 0; jj < len; ++jj) acc += scores[jj] * v[jj * ldv + dd];

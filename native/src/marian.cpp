@@ -112,7 +112,7 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
     linear_any(l.qkv, x, rows, Activation::None, qkv);
     parallel_for(batch * heads, 1, [&](size_t t0, size_t t1) {
       thread_local std::vector<float> scores;  // per worker thread, grown once
-      if (scores.size() < s + 16) scores.resize(s + 16);  // room for a whole last vector of scores
+      if (scores.size() < s + 128) scores.resize(s + 128);  // room for a whole last block of scores
       for (size_t t = t0; t < t1; ++t) {
         const size_t b = t / heads, hh = t % heads;
         const float* base = qkv + b * s * 3 * d;
@@ -149,7 +149,7 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
   size_t ffn = 0;
   for (const auto& l : m.decoder) ffn = std::max(ffn, l.fc1.n);
   float* h = grow(t_s.h, rows * ffn);
-  float* scores = grow(t_s.scores, std::max(st.max_len, st.max_src) + 16);
+  float* scores = grow(t_s.scores, std::max(st.max_len, st.max_src) + 128);
   embed_rows(m, token, pos, rows, x);
   for (size_t li = 0; li < m.decoder.size(); ++li) {
     const DecoderLayer& l = m.decoder[li];

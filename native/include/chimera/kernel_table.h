@@ -43,7 +43,7 @@ struct KernelTable {
   // the same with fp16 weights in the same layout
   void (*gemm_f16)(const float* a, size_t lda, size_t rows, const uint16_t* b, size_t k, size_t n, size_t p0, size_t p1,
                    const F32Epilogue& ep);
-  // one head of softmax(q k^T) v; `scores` holds nk floats of scratch (see kernels.inl)
+  // one head of softmax(q k^T) v; `scores` holds nk + 128 floats of scratch (see kernels.inl)
   void (*attention)(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                     size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores);
 };
