@@ -318,6 +318,15 @@ export function addRmsNorm(
   return runNorm(1, x, residual, cols, gamma, opts?.beta, opts);
 }
 
+/** log_softmax over each row of x ([rows, cols]) in place; a row of all -Infinity stays so. */
+export function logSoftmax(x: Float32Array, cols: number): Float32Array {
+  checkF32('x', x);
+  checkDim('cols', cols);
+  rowsOf('x', x, cols);
+  call(() => native().logSoftmax(x, cols));
+  return x;
+}
+
 // ---------------------------------------------------------------------------------------------- quantisation
 
 /**

@@ -64,6 +64,7 @@ export interface NativeBinding {
   allocArena(bytes: number): ArrayBuffer;
   mapFile(path: string): ArrayBuffer | null;
   toHalf(src: Float32Array, dst: Uint16Array): void;
+  logSoftmax(x: Float32Array, cols: number): void;
   packedInfo(h: object): { kind: 's8' | 'f32' | 'f16'; n: number; k: number; bytes: number };
   packedCopy(h: object, dst: Uint8Array, scales: Float32Array | null): void;
   packedView(kind: string, n: number, k: number, src: Uint8Array, scales: Float32Array | null): object;

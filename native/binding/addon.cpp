@@ -498,6 +498,17 @@ Napi::Value PackedView(const Napi::CallbackInfo& info) {
   return wrap(env, p, kF32Tag);
 }
 
+// logSoftmax(x Float32Array [rows * cols], cols): in place, per row
+Napi::Value LogSoftmax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t cols = dim(info, 1, "cols");
+  size_t n = 0;
+  float* x = arr<float>(info, 0, "x", 0, false, false, &n);
+  if (n == 0 || n % cols) throw_code(env, "E_SHAPE", "x length is not a positive multiple of cols");
+  log_softmax(x, n / cols, cols);
+  return env.Undefined();
+}
+
 // toHalf(src Float32Array, dst Uint16Array)
 Napi::Value ToHalf(const Napi::CallbackInfo& info) {
   size_t n = 0;
@@ -778,6 +789,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocArena", Napi::Function::New(env, AllocArena));
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("toHalf", Napi::Function::New(env, ToHalf));
+  exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
   exports.Set("packedInfo", Napi::Function::New(env, PackedInfo));
   exports.Set("packedCopy", Napi::Function::New(env, PackedCopy));
   exports.Set("packedView", Napi::Function::New(env, PackedView));

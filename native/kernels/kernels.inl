@@ -764,6 +764,33 @@ static inline void axpy(float alpha, const float* x, float* y, size_t n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// x[r] -= logsumexp(x[r]) for rows [r0, r1): beam search scores every token of every beam each step.
+static void log_softmax_rows(float* x, size_t cols, size_t r0, size_t r1) {
+  count_kernel(Op::LogSoftmax, kIsa);
+  for (size_t r = r0; r < r1; ++r) {
+    float* row = x + r * cols;
+    vf m = set1(-INFINITY);
+    size_t j = 0;
+    for (; j + W <= cols; j += W) m = max(m, load(row + j));
+    float mx = hmax(m);
+    for (; j < cols; ++j) mx = std::max(mx, row[j]);
+    if (mx == -INFINITY) continue;  // nothing allowed in this row: leave it all -inf
+    const vf vm = set1(mx);
+    // Partial sums per 8 vectors, added in double: a 58k-entry row summed in one float loses ~1e-4.
+    double sum = 0;
+    for (j = 0; j + W <= cols;) {
+      vf s = zero();
+      for (int u = 0; u < 8 && j + W <= cols; ++u, j += W) s = add(s, simd::exp(sub(load(row + j), vm)));
+      sum += hsum(s);
+    }
+    for (; j < cols; ++j) sum += std::exp(row[j] - mx);
+    const float l = mx + static_cast<float>(std::log(sum));
+    const vf lse = set1(l);
+    for (j = 0; j + W <= cols; j += W) store(row + j, sub(load(row + j), lse));
+    for (; j < cols; ++j) row[j] -= l;
+  }
+}
+
 // Scores of one query against NB blocks of W keys from transposed keys (kt rows nkp apart): NB independent
 // accumulators hide the FMA latency that a single chain over hd would expose.
 template <int NB>
@@ -890,7 +917,7 @@ const KernelTable& CHIMERA_TABLE() {
   static const KernelTable table = {
       CHIMERA_NS::kIsa,          CHIMERA_NS::norm_rows, CHIMERA_NS::quantize_rows, CHIMERA_NS::min_max,
       CHIMERA_NS::dql_apply,     CHIMERA_NS::dot_s16,   CHIMERA_NS::gemm_s8,       CHIMERA_NS::gemm_f32,
-      CHIMERA_NS::gemm_f16,      CHIMERA_NS::attention,
+      CHIMERA_NS::gemm_f16,      CHIMERA_NS::attention,  CHIMERA_NS::log_softmax_rows,
   };
   return table;
 }

@@ -84,6 +84,11 @@ bool norm(const NormArgs& a) {
   return ok;
 }
 
+void log_softmax(float* x, size_t rows, size_t cols) {
+  const KernelTable& t = kernels();
+  parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) { t.log_softmax_rows(x, cols, r0, r1); });
+}
+
 // ------------------------------------------------------------------------------------------------ quantisation
 
 bool quantize_rows(const float* x, size_t rows, size_t cols, int8_t* q, size_t stride, float* scales, int32_t* sums) {

@@ -4,6 +4,7 @@
  * function it is given runs the model for any set of rows.
  */
 import { ChimeraError } from '../errors';
+import { logSoftmax } from '../kernels';
 import { mulberry32 } from '../util/rng';
 
 export interface StepRows {
@@ -78,15 +79,6 @@ function argmax(a: Float32Array, off: number, n: number): number {
     if (v > bv) { bv = v; best = i; }
   }
   return best;
-}
-
-function logSoftmaxInPlace(a: Float32Array, off: number, n: number): void {
-  let mx = -Infinity;
-  for (let i = 0; i < n; i++) if (a[off + i] > mx) mx = a[off + i];
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(a[off + i] - mx);
-  const lse = mx + Math.log(sum);
-  for (let i = 0; i < n; i++) a[off + i] -= lse;
 }
 
 function sampleToken(a: Float32Array, off: number, n: number, o: SearchOptions, rnd: () => number): number {
@@ -227,6 +219,9 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
     const logits = st.step({ tokens: rows.tokens.subarray(0, c), slots: rows.slots.subarray(0, c), positions: rows.positions.subarray(0, c), sources: rows.sources.subarray(0, c), count: c });
     if (cur === 1) firstTokenMs = performance.now() - t0;
     const forceEos = spec.forceEosAtMax && cur + 1 >= o.maxLength;
+    const banEos = cur - 1 < (o.minNewTokens ?? 0);
+    for (let r = 0; r < c; r++) process(logits, r * V, V, spec, forceEos, banEos);
+    logSoftmax(logits.subarray(0, c * V), V); // natively, all rows at once: this is most of a beam step's work
     let r0 = 0;
     for (let s = 0; s < n; s++) {
       if (done[s]) continue;
@@ -235,8 +230,6 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
       const cand: { score: number; beam: number; token: number }[] = [];
       for (let j = 0; j < live.length; j++) {
         const off = (r0 + j) * V;
-        process(logits, off, V, spec, forceEos, cur - 1 < (o.minNewTokens ?? 0));
-        logSoftmaxInPlace(logits, off, V);
         for (let t = 0; t < V; t++) {
           const sc = logits[off + t] + live[j].score;
           if (cand.length < 2 * B) {

@@ -46,6 +46,7 @@ struct KernelTable {
   // one head of softmax(q k^T) v; `scores` holds nk + 128 floats of scratch (see kernels.inl)
   void (*attention)(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                     size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores);
+  void (*log_softmax_rows)(float* x, size_t cols, size_t r0, size_t r1);
 };
 
 const KernelTable& kernels_scalar();

@@ -11,7 +11,7 @@ namespace chimera {
 enum class Activation : int { None = 0, Relu = 1, Silu = 2, Gelu = 3, GeluTanh = 4 };
 
 // Counted kernel entry points, so a test can prove which ISA path actually ran.
-enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, GemmF16, Attention, kCount };
+enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, GemmF16, Attention, LogSoftmax, kCount };
 const char* op_name(Op op);
 void count_kernel(Op op, Isa isa);
 uint64_t kernel_count(Op op, Isa isa);
@@ -98,6 +98,9 @@ void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool tr
 // 64-byte aligned memory, for packed weights and for model files read in one piece.
 void* alloc_aligned(size_t bytes);
 void free_aligned(void* p);
+
+// x[r] = log_softmax(x[r]) for every row of [rows, cols], in place.
+void log_softmax(float* x, size_t rows, size_t cols);
 
 // ---- dispatch
 Isa current_isa();
