@@ -64,7 +64,12 @@ class Pool {
     }
     cv_.notify_all();
     work(gen);
-    while (done_.load(std::memory_order_acquire) != parts) CHIMERA_PAUSE();
+    // Parts still running belong to workers; if one of them lost its core (an oversubscribed machine),
+    // yielding lets it finish instead of spinning against it.
+    for (int spins = 0; done_.load(std::memory_order_acquire) != parts; ++spins) {
+      if (spins < 4096) CHIMERA_PAUSE();
+      else std::this_thread::yield();
+    }
     fn_.store(nullptr, std::memory_order_relaxed);
   }
 
