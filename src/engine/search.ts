@@ -61,7 +61,7 @@ export interface SearchResult {
 }
 
 /** Applies bans, min length and the forced eos to one row of logits in place. */
-function process(logits: Float32Array, off: number, vocab: number, spec: SearchSpec, forceEos: boolean, banEos = false): void {
+export function processLogits(logits: Float32Array, off: number, vocab: number, spec: SearchSpec, forceEos: boolean, banEos = false): void {
   if (forceEos) {
     const keep = logits[off + spec.eosId];
     logits.fill(-Infinity, off, off + vocab);
@@ -72,7 +72,7 @@ function process(logits: Float32Array, off: number, vocab: number, spec: SearchS
   if (banEos) logits[off + spec.eosId] = -Infinity;
 }
 
-function argmax(a: Float32Array, off: number, n: number): number {
+export function argmax(a: Float32Array, off: number, n: number): number {
   let best = 0, bv = -Infinity;
   for (let i = 0; i < n; i++) {
     const v = a[off + i];
@@ -157,7 +157,7 @@ export function greedySearch(st: Stepper, n: number, spec: SearchSpec, o: Search
     for (let r = 0; r < count; r++) {
       const s = active[r];
       const off = r * st.vocab;
-      process(logits, off, st.vocab, spec, forceEos, banEos);
+      processLogits(logits, off, st.vocab, spec, forceEos, banEos);
       const tok = o.sample ? sampleToken(logits, off, st.vocab, o, rnd) : argmax(logits, off, st.vocab);
       out[s].push(tok);
       last[s] = tok;
@@ -171,7 +171,7 @@ export function greedySearch(st: Stepper, n: number, spec: SearchSpec, o: Search
   return { ids: out, firstTokenMs, scores };
 }
 
-interface Hyp {
+export interface Hyp {
   tokens: number[];
   score: number;
   eos?: boolean; // finished by eos (which is not in tokens)
@@ -220,7 +220,7 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
     if (cur === 1) firstTokenMs = performance.now() - t0;
     const forceEos = spec.forceEosAtMax && cur + 1 >= o.maxLength;
     const banEos = cur - 1 < (o.minNewTokens ?? 0);
-    for (let r = 0; r < c; r++) process(logits, r * V, V, spec, forceEos, banEos);
+    for (let r = 0; r < c; r++) processLogits(logits, r * V, V, spec, forceEos, banEos);
     logSoftmax(logits.subarray(0, c * V), V); // natively, all rows at once: this is most of a beam step's work
     let r0 = 0;
     for (let s = 0; s < n; s++) {
@@ -291,7 +291,8 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
   return { ids, firstTokenMs, scores };
 }
 
-function addFinished(f: Hyp[], h: Hyp, B: number): void {
+/** Keeps the `B` best finished hypotheses (transformers' BeamHypotheses.add). */
+export function addFinished(f: Hyp[], h: Hyp, B: number): void {
   if (f.length < B) {
     f.push(h);
   } else {

@@ -15,6 +15,8 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { readMarianConfig, type MarianConfig } from '../model/config';
 import { ONNX_FILES, type MarianOnnxGraphs } from './export-marian';
+import { addFinished, argmax, processLogits, type Hyp, type SearchSpec } from '../engine/search';
+import { logSoftmax } from '../kernels';
 
 export interface OrtGenerateOptions {
   beam?: number;
@@ -67,57 +69,9 @@ function isIdentity(idx: ArrayLike<number>, n: number): boolean {
 
 // ---------------------------------------------------------------------------------- logits processing
 
-interface Spec {
-  startId: number;
-  eosId: number;
-  banned: number[];
-  forceEosAtMax: boolean;
-}
-
-function processRow(logits: Float32Array, off: number, vocab: number, spec: Spec, forceEos: boolean, banEos: boolean): void {
-  if (forceEos) {
-    const keep = logits[off + spec.eosId];
-    logits.fill(-Infinity, off, off + vocab);
-    logits[off + spec.eosId] = Number.isFinite(keep) ? keep : 0;
-    return;
-  }
-  for (const b of spec.banned) logits[off + b] = -Infinity;
-  if (banEos) logits[off + spec.eosId] = -Infinity;
-}
-
-function argmax(a: Float32Array, off: number, n: number): number {
-  let best = 0, bv = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const v = a[off + i];
-    if (v > bv) { bv = v; best = i; }
-  }
-  return best;
-}
-
-function logSoftmaxInPlace(a: Float32Array, off: number, n: number): void {
-  let mx = -Infinity;
-  for (let i = 0; i < n; i++) if (a[off + i] > mx) mx = a[off + i];
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(a[off + i] - mx);
-  const lse = mx + Math.log(sum);
-  for (let i = 0; i < n; i++) a[off + i] -= lse;
-}
-
-interface Hyp {
-  tokens: number[];
-  score: number;
-  eos?: boolean;
-}
-
-function addFinished(f: Hyp[], h: Hyp, B: number): void {
-  if (f.length < B) {
-    f.push(h);
-  } else {
-    let wi = 0;
-    for (let i = 1; i < f.length; i++) if (f[i].score < f[wi].score) wi = i;
-    if (h.score > f[wi].score) f[wi] = h;
-  }
-}
+// Logits processing, argmax and finished-hypothesis bookkeeping are shared with chimera's own search
+// (src/engine/search.ts), and so is the native row-wise log-softmax: both engines run the same search.
+type Spec = SearchSpec;
 
 // ------------------------------------------------------------------------------------------- the model
 
@@ -256,7 +210,7 @@ export class OrtMarian {
       parents = [];
       for (let r = 0; r < active.length; r++) {
         const s = active[r];
-        processRow(logits, r * V, V, spec, forceEos, banEos);
+        processLogits(logits, r * V, V, spec, forceEos, banEos);
         const tok = argmax(logits, r * V, V);
         out[s].push(tok);
         last[s] = tok;
@@ -299,6 +253,10 @@ export class OrtMarian {
       steps++;
       if (cur === 1) ttftMs = performance.now() - t0;
       const forceEos = spec.forceEosAtMax && cur + 1 >= maxLength;
+      const banEos = cur - 1 < (o.minNewTokens ?? 0);
+      const rowsNow = tokens.length;
+      for (let r = 0; r < rowsNow; r++) processLogits(logits, r * V, V, spec, forceEos, banEos);
+      logSoftmax(logits.subarray(0, rowsNow * V), V);
       let r0 = 0;
       for (let s = 0; s < n; s++) {
         if (done[s]) continue;
@@ -306,8 +264,6 @@ export class OrtMarian {
         const cand: { score: number; beam: number; token: number }[] = [];
         for (let j = 0; j < live.length; j++) {
           const off = (r0 + j) * V;
-          processRow(logits, off, V, spec, forceEos, cur - 1 < (o.minNewTokens ?? 0));
-          logSoftmaxInPlace(logits, off, V);
           for (let t = 0; t < V; t++) {
             const sc = logits[off + t] + live[j].score;
             if (cand.length < 2 * B) {
