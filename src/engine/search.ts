@@ -227,21 +227,10 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
       if (done[s]) continue;
       const live = beams[s];
       // top 2B of (beam score + log p) over this source's rows
-      const cand: { score: number; beam: number; token: number }[] = [];
+      const cand: Candidate[] = [];
       for (let j = 0; j < live.length; j++) {
         const off = (r0 + j) * V;
-        for (let t = 0; t < V; t++) {
-          const sc = logits[off + t] + live[j].score;
-          if (cand.length < 2 * B) {
-            cand.push({ score: sc, beam: j, token: t });
-            if (cand.length === 2 * B) cand.sort((a, b) => b.score - a.score);
-          } else if (sc > cand[2 * B - 1].score) {
-            let k = 2 * B - 1;
-            while (k > 0 && cand[k - 1].score < sc) k--;
-            cand.splice(k, 0, { score: sc, beam: j, token: t });
-            cand.pop();
-          }
-        }
+        collectTop(logits, off, V, live[j].score, j, cand, 2 * B);
       }
       if (cand.length < 2 * B) cand.sort((a, b) => b.score - a.score);
       r0 += live.length;
@@ -289,6 +278,38 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
     scores.push(best.score);
   }
   return { ids, firstTokenMs, scores };
+}
+
+export interface Candidate {
+  score: number;
+  beam: number;
+  token: number;
+}
+
+/**
+ * Merges row `beam`'s tokens (log-probs at logits[off, off + V) plus the beam's score) into `cand`, which keeps
+ * the `keep` best, best first. A token must beat the current floor (the keep-th best), so almost every token
+ * costs one addition and one comparison.
+ */
+export function collectTop(logits: Float32Array, off: number, V: number, base: number, beam: number, cand: Candidate[], keep: number): void {
+  let floor = cand.length === keep ? cand[keep - 1].score : -Infinity;
+  for (let t = 0; t < V; t++) {
+    const sc = logits[off + t] + base;
+    if (sc <= floor) continue;
+    if (cand.length < keep) {
+      cand.push({ score: sc, beam, token: t });
+      if (cand.length === keep) {
+        cand.sort((a, b) => b.score - a.score);
+        floor = cand[keep - 1].score;
+      }
+    } else {
+      let k = keep - 1;
+      while (k > 0 && cand[k - 1].score < sc) k--;
+      cand.splice(k, 0, { score: sc, beam, token: t });
+      cand.pop();
+      floor = cand[keep - 1].score;
+    }
+  }
 }
 
 /** Keeps the `B` best finished hypotheses (transformers' BeamHypotheses.add). */

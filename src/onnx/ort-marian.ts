@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { readMarianConfig, type MarianConfig } from '../model/config';
 import { ONNX_FILES, type MarianOnnxGraphs } from './export-marian';
-import { addFinished, argmax, processLogits, type Hyp, type SearchSpec } from '../engine/search';
+import { addFinished, argmax, collectTop, processLogits, type Candidate, type Hyp, type SearchSpec } from '../engine/search';
 import { logSoftmax } from '../kernels';
 
 export interface OrtGenerateOptions {
@@ -261,21 +261,10 @@ export class OrtMarian {
       for (let s = 0; s < n; s++) {
         if (done[s]) continue;
         const live = beams[s];
-        const cand: { score: number; beam: number; token: number }[] = [];
+        const cand: Candidate[] = [];
         for (let j = 0; j < live.length; j++) {
           const off = (r0 + j) * V;
-          for (let t = 0; t < V; t++) {
-            const sc = logits[off + t] + live[j].score;
-            if (cand.length < 2 * B) {
-              cand.push({ score: sc, beam: j, token: t });
-              if (cand.length === 2 * B) cand.sort((a, b) => b.score - a.score);
-            } else if (sc > cand[2 * B - 1].score) {
-              let k = 2 * B - 1;
-              while (k > 0 && cand[k - 1].score < sc) k--;
-              cand.splice(k, 0, { score: sc, beam: j, token: t });
-              cand.pop();
-            }
-          }
+          collectTop(logits, off, V, live[j].score, j, cand, 2 * B);
         }
         if (cand.length < 2 * B) cand.sort((a, b) => b.score - a.score);
         const next: Hyp[] = [];
