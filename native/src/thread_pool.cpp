@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -19,9 +19,28 @@
 namespace chimera {
 namespace {
 
-// Workers spin briefly after each job before sleeping: decode steps issue many short parallel regions
+// Workers spin briefly after each region before sleeping: decode steps issue many short parallel regions
 // back to back, and a futex wake-up per region would cost more than the work it splits.
 constexpr int kSpinIterations = 20000;
+
+// One parallel region. It lives on the caller's stack; workers join it under the pool mutex and the caller
+// does not return before every worker that joined has left, so no worker can touch it after it is gone.
+struct Region {
+  const std::function<void(size_t, size_t)>* fn = nullptr;
+  size_t n = 0, parts = 0;
+  std::atomic<size_t> next{0};  // next unclaimed part
+  std::atomic<size_t> done{0};  // parts finished
+  std::atomic<int> users{0};    // workers that joined and have not left
+
+  // Claims and runs parts until none is left.
+  void work() {
+    for (size_t p; (p = next.fetch_add(1, std::memory_order_acq_rel)) < parts;) {
+      const size_t begin = n * p / parts, end = n * (p + 1) / parts;
+      if (begin < end) (*fn)(begin, end);
+      done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+};
 
 class Pool {
  public:
@@ -51,66 +70,56 @@ class Pool {
     ensure_workers();
     // A few more parts than threads, claimed dynamically: if a worker is slow to wake (the other core is
     // busy), the caller takes its parts instead of waiting for it.
-    const size_t parts = std::min<size_t>(chunks, static_cast<size_t>(threads_) * 2);
-    fn_.store(&fn, std::memory_order_relaxed);
-    n_.store(n, std::memory_order_relaxed);
-    parts_.store(parts, std::memory_order_relaxed);
-    done_.store(0, std::memory_order_relaxed);
-    const uint64_t gen = ++gen_counter_;
-    claim_.store(gen << 32, std::memory_order_release);
+    Region r;
+    r.fn = &fn;
+    r.n = n;
+    r.parts = std::min<size_t>(chunks, static_cast<size_t>(threads_) * 2);
     {
       std::lock_guard<std::mutex> lk(mutex_);
+      region_ = &r;
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    work(gen);
-    // Parts still running belong to workers; if one of them lost its core (an oversubscribed machine),
-    // yielding lets it finish instead of spinning against it.
-    for (int spins = 0; done_.load(std::memory_order_acquire) != parts; ++spins) {
-      if (spins < 4096) CHIMERA_PAUSE();
-      else std::this_thread::yield();
+    r.work();
+    // Parts still running belong to workers; if one lost its core, yielding lets it finish.
+    wait_until([&] { return r.done.load(std::memory_order_acquire) == r.parts; });
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      region_ = nullptr;  // nobody joins from now on
     }
-    fn_.store(nullptr, std::memory_order_relaxed);
+    wait_until([&] { return r.users.load(std::memory_order_acquire) == 0; });
   }
 
  private:
-  // Claims and runs parts of region `gen` until none is left. The claim word holds (generation, next part),
-  // so a worker that wakes after its region ended claims nothing.
-  void work(uint64_t gen) {
-    for (;;) {
-      uint64_t v = claim_.load(std::memory_order_acquire);
-      size_t p;
-      do {
-        if ((v >> 32) != gen) return;
-        p = static_cast<size_t>(v & 0xffffffffu);
-        if (p >= parts_.load(std::memory_order_relaxed)) return;
-      } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
-      // A successful claim of this region's part orders these reads after the region was published.
-      const size_t n = n_.load(std::memory_order_relaxed), parts = parts_.load(std::memory_order_relaxed);
-      const size_t begin = n * p / parts;
-      const size_t end = n * (p + 1) / parts;
-      if (begin < end) (*fn_.load(std::memory_order_relaxed))(begin, end);
-      done_.fetch_add(1, std::memory_order_acq_rel);
+  template <typename Pred>
+  static void wait_until(Pred pred) {
+    for (int spins = 0; !pred(); ++spins) {
+      if (spins < 4096) CHIMERA_PAUSE();
+      else std::this_thread::yield();
     }
   }
 
-  // `seen` is the generation at creation: a worker that starts late must still look at the region that
-  // was published before it got going.
+  // `seen` is the generation at creation: a worker that starts late still looks at the region published
+  // before it got going.
   void worker(unsigned seen) {
     for (;;) {
-      unsigned g;
       int spins = 0;
-      while ((g = generation_.load(std::memory_order_acquire)) == seen && !stop_.load(std::memory_order_relaxed)) {
-        if (++spins < kSpinIterations) {
-          CHIMERA_PAUSE();
-          continue;
-        }
+      while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed) &&
+             ++spins < kSpinIterations)
+        CHIMERA_PAUSE();
+      Region* r;
+      {
         std::unique_lock<std::mutex> lk(mutex_);
         cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); });
+        if (stop_.load()) return;
+        seen = generation_.load(std::memory_order_acquire);
+        r = region_;
+        if (r) r->users.fetch_add(1, std::memory_order_acq_rel);
       }
-      if (stop_.load()) return;
-      seen = g;
-      work(claim_.load(std::memory_order_acquire) >> 32);
+      if (r) {
+        r->work();
+        r->users.fetch_sub(1, std::memory_order_acq_rel);
+      }
     }
   }
 
@@ -120,7 +129,7 @@ class Pool {
     stop_workers();
     stop_.store(false);
     const unsigned gen = generation_.load();
-    for (int i = 1; i <= want; ++i) workers_.emplace_back([this, gen] { worker(gen); });
+    for (int i = 0; i < want; ++i) workers_.emplace_back([this, gen] { worker(gen); });
   }
 
   void stop_workers() {
@@ -136,15 +145,11 @@ class Pool {
 
   int threads_ = 1;
   std::mutex run_mutex_;  // one parallel region at a time (async calls may overlap with sync ones)
-  std::mutex mutex_;
+  std::mutex mutex_;      // guards region_ and the sleep/wake handshake
   std::condition_variable cv_;
   std::atomic<unsigned> generation_{0};  // bumped per region to wake workers
-  std::atomic<uint64_t> claim_{0};        // (region << 32) | next unclaimed part
-  std::atomic<size_t> done_{0};           // parts finished in the current region
-  uint64_t gen_counter_ = 0;
+  Region* region_ = nullptr;             // the region workers may join, or null
   std::atomic<bool> stop_{false};
-  std::atomic<const std::function<void(size_t, size_t)>*> fn_{nullptr};
-  std::atomic<size_t> n_{0}, parts_{0};
   std::vector<std::thread> workers_;
 };
 
