@@ -21,6 +21,7 @@ import { exportMarianOnnx } from '../onnx/export-marian';
 import { ProgressBar } from '../progress';
 import { checkAligned, readLines } from '../quality/io';
 import type { ProbeJob, ProbeResult } from './assess-probe';
+import { requireModelDirectory } from '../model/config';
 
 export interface AssessArgs {
   positional: string[];
@@ -172,8 +173,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
       throw new ChimeraError('E_ARG', `unknown option --${k} for assess; see chimera help`);
   const modelDir = a.flags.get('model');
   if (!modelDir) throw new ChimeraError('E_ARG', 'assess needs --model DIR (a Hugging Face Marian directory)');
-  if (!fs.existsSync(modelDir) || !fs.statSync(modelDir).isDirectory())
-    throw new ChimeraError('E_ARG', `--model ${modelDir} is not a directory: assess exports the weights to ONNX, so it needs the Hugging Face directory`);
+  requireModelDirectory(modelDir, 'assess exports the weights to ONNX, so it needs the Hugging Face directory');
   const outDir = a.flags.get('out') ?? 'assess-report';
   const srcFile = a.flags.get('src'), refFile = a.flags.get('ref');
   if (refFile && !srcFile) throw new ChimeraError('E_ARG', '--ref needs --src');

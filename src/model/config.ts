@@ -63,6 +63,20 @@ function readJson(file: string, required: boolean): Json | null {
  * Parses `<dir>/config.json`; values in `<dir>/generation_config.json` (when present) override the generation
  * fields, as transformers does.
  */
+/**
+ * Checks that `dir` is a Hugging Face model directory, for commands that need the original weights: a
+ * missing path is E_MODEL, a file (a packed model, say) is E_ARG with `why` explaining the need.
+ */
+export function requireModelDirectory(dir: string, why: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new ChimeraError('E_MODEL', `model path ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new ChimeraError('E_ARG', `${dir} is not a directory: ${why}`);
+}
+
 export function readMarianConfig(dir: string): MarianConfig {
   const file = path.join(dir, 'config.json');
   const cfg = readJson(file, true)!;

@@ -21,7 +21,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChimeraError } from '../errors';
-import { readMarianConfig, type MarianConfig } from '../model/config';
+import { readMarianConfig, requireModelDirectory, type MarianConfig } from '../model/config';
 import { loadMarianWeights, type Linear, type MarianWeights, type Norm } from '../model/weights';
 import { GraphBuilder, int64, type Dim } from './writer';
 
@@ -386,14 +386,7 @@ export function buildMarianOnnx(config: MarianConfig, weights: MarianWeights, op
 
 /** Writes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx for the model in `dir`. */
 export function exportMarianOnnx(dir: string, outDir: string, opts: OnnxExportOptions = {}): OnnxExportResult {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(dir);
-  } catch {
-    throw new ChimeraError('E_MODEL', `model path ${dir} does not exist`);
-  }
-  if (!st.isDirectory())
-    throw new ChimeraError('E_ARG', `${dir} is not a directory: export-onnx needs a Hugging Face model directory (config.json + model.safetensors), not a packed file`);
+  requireModelDirectory(dir, 'export-onnx needs a Hugging Face model directory (config.json + model.safetensors), not a packed file');
   const config = readMarianConfig(dir);
   const weights = loadMarianWeights(dir, config);
   const int8 = opts.int8 ?? false;

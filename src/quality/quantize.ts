@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { pyFixed, type BleuOptions } from '../bleu';
 import { ChimeraError } from '../errors';
 import { MarianModel, type Precision, type PrecisionPlan } from '../marian';
-import type { MarianConfig } from '../model/config';
+import { requireModelDirectory, type MarianConfig } from '../model/config';
 import { evaluate, planName, type EvalResult } from './eval';
 
 // ------------------------------------------------------------------------------------------------ precision groups
@@ -212,14 +212,7 @@ export async function quantizeWithGate(dir: string, src: string[], refs: string[
   const budget = opts?.maxBleuDrop;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget < 0)
     throw new ChimeraError('E_ARG', `maxBleuDrop must be a finite number >= 0 (BLEU points), got ${String(budget)}`);
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(dir);
-  } catch {
-    throw new ChimeraError('E_MODEL', `model path ${dir} does not exist`);
-  }
-  if (!st.isDirectory())
-    throw new ChimeraError('E_ARG', `the gate re-quantises from the original weights: ${dir} must be a Hugging Face model directory, not a packed file`);
+  requireModelDirectory(dir, 'the gate re-quantises from the original weights, so the model must be a Hugging Face model directory, not a packed file');
   const nSens = opts.sensitivitySentences ?? 200;
   if (!Number.isInteger(nSens) || nSens < 1) throw new ChimeraError('E_ARG', `sensitivitySentences must be a positive integer, got ${nSens}`);
 

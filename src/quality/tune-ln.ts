@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { ChimeraError } from '../errors';
 import type { MarianModel, Precision } from '../marian';
 import { checkAligned, readLines } from './io';
+import { requireModelDirectory } from '../model/config';
 
 export interface TuneLnOptions {
   /** Ridge weight toward the current gamma/beta, relative to the number of rows. Default 1e-3. */
@@ -319,13 +320,7 @@ export async function tuneLnCli(o: TuneLnCliOptions): Promise<number> {
   const log = (s: string) => process.stdout.write(s + '\n');
   if (!o.model) throw new ChimeraError('E_ARG', 'tune-ln needs --model DIR (a Hugging Face model directory)');
   if (!o.calib) throw new ChimeraError('E_ARG', 'tune-ln needs --calib FILE (calibration source sentences, one per line)');
-  let isDir = false;
-  try {
-    isDir = fs.statSync(o.model).isDirectory();
-  } catch {
-    throw new ChimeraError('E_MODEL', `model path ${o.model} does not exist`);
-  }
-  if (!isDir) throw new ChimeraError('E_ARG', `--model must be a model directory (the fp32 control is packed from it), got the file ${o.model}`);
+  requireModelDirectory(o.model, '--model must be a model directory (the fp32 control is packed from it)');
   const precision = (o.precision ?? 'int8') as Precision;
   if (!['fp32', 'fp16', 'int8'].includes(precision)) throw new ChimeraError('E_ARG', `--precision must be fp32, fp16 or int8, got ${precision}`);
   if ((o.heldoutRef !== undefined) && o.heldoutSrc === undefined) throw new ChimeraError('E_ARG', '--heldout-ref needs --heldout-src');
