@@ -57,7 +57,6 @@ export interface SearchResult {
   ids: number[][];
   /** Milliseconds from the start of search until every source had its first token. */
   firstTokenMs: number;
-  scores: number[];
 }
 
 /** Applies bans, min length and the forced eos to one row of logits in place. */
@@ -127,7 +126,6 @@ export function greedySearch(st: Stepper, n: number, spec: SearchSpec, o: Search
   const t0 = performance.now();
   const rnd = mulberry32(o.seed ?? 0);
   const out: number[][] = Array.from({ length: n }, () => []);
-  const scores = new Array<number>(n).fill(0);
   const last = new Int32Array(n).fill(spec.startId);
   // Row r of a step is source active[r]; buffers are allocated once and views are re-cut only when the
   // number of live sources changes (a source finishing), never per step.
@@ -168,7 +166,7 @@ export function greedySearch(st: Stepper, n: number, spec: SearchSpec, o: Search
     [active, next] = [next, active];
     count = live;
   }
-  return { ids: out, firstTokenMs, scores };
+  return { ids: out, firstTokenMs };
 }
 
 export interface Hyp {
@@ -269,15 +267,13 @@ export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOp
     }
   }
   const ids: number[][] = [];
-  const scores: number[] = [];
   for (let s = 0; s < n; s++) {
     const best = finished[s].reduce((a, b) => (b.score > a.score ? b : a), finished[s][0] ?? { tokens: [spec.startId], score: -Infinity });
     // the eos that ended a hypothesis is not in its tokens; report it as greedy does
     const toks = best.tokens.slice(1);
     ids.push(best.eos ? [...toks, spec.eosId] : toks);
-    scores.push(best.score);
   }
-  return { ids, firstTokenMs, scores };
+  return { ids, firstTokenMs };
 }
 
 export interface Candidate {
