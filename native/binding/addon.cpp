@@ -90,12 +90,16 @@ struct NativeError {
 class Task : public Napi::AsyncWorker {
  public:
   Task(Napi::Env env, std::function<void()> fn, const Napi::CallbackInfo& info)
-      : Napi::AsyncWorker(env, "chimera"), fn_(std::move(fn)), deferred_(Napi::Promise::Deferred::New(env)) {
+      : Napi::AsyncWorker(env, "chimera"),
+        fn_(std::move(fn)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        pool_(current_pool()) {
     for (size_t i = 0; i < info.Length(); ++i)
       if (info[i].IsObject() || info[i].IsExternal()) refs_.push_back(Napi::Persistent(info[i].ToObject()));
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
+    PoolScope scope(pool_);  // parallel regions use the issuing JS thread's pool, not one of the libuv thread's
     try {
       fn_();
     } catch (const NativeError& e) {
@@ -116,6 +120,7 @@ class Task : public Napi::AsyncWorker {
   std::function<void()> fn_;
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::ObjectReference> refs_;
+  std::shared_ptr<void> pool_;
   const char* code_ = "E_NATIVE";
 };
 
@@ -538,7 +543,8 @@ struct ModelBox {
 };
 struct StateBox {
   MarianState st;
-  size_t bytes = 0;
+  size_t bytes = 0;    // what AdjustExternalMemory was told
+  size_t max_pos = 0;  // the model's max_position_embeddings, the bound on maxLen / maxSrc
 };
 
 Napi::Object obj(Napi::Env env, const Napi::Object& o, const char* key) {
@@ -669,6 +675,9 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
   return ext;
 }
 
+constexpr double kMaxStateBytes = 64.0 * (1ull << 30);  // the largest decoder state one handle may hold
+double state_bytes(size_t d, size_t layers, size_t slots, size_t max_len, size_t sources, size_t max_src);
+
 // marianState(model, slots, maxLen, sources, maxSrc)
 Napi::Value MarianStateNew(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -684,8 +693,9 @@ Napi::Value MarianStateNew(const Napi::CallbackInfo& info) {
   if (st.max_len > mb->m.dims.max_pos || st.max_src > mb->m.dims.max_pos)
     throw_code(env, "E_RANGE", "maxLen and maxSrc cannot exceed the model's max_position_embeddings (" +
                                    std::to_string(mb->m.dims.max_pos) + ")");
-  const double total = 2.0 * st.d * st.layers * (double(st.slots) * st.max_len + double(st.sources) * st.max_src) * 4;
-  if (total > 64.0 * (1ull << 30)) throw_code(env, "E_RANGE", "decoder state would need more than 64 GiB");
+  if (state_bytes(st.d, st.layers, st.slots, st.max_len, st.sources, st.max_src) > kMaxStateBytes)
+    throw_code(env, "E_RANGE", "decoder state would need more than 64 GiB");
+  sb->max_pos = mb->m.dims.max_pos;
   st.self_kv.assign(st.slots * st.layers * st.max_len * 2 * st.d, 0.0f);
   st.cross_kv.assign(st.sources * st.layers * st.max_src * 2 * st.d, 0.0f);
   st.src_len.assign(st.sources, 0);
@@ -764,6 +774,128 @@ Napi::Value MarianCopySlot(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+double state_bytes(size_t d, size_t layers, size_t slots, size_t max_len, size_t sources, size_t max_src) {
+  return 2.0 * static_cast<double>(d) * static_cast<double>(layers) *
+         (static_cast<double>(slots) * static_cast<double>(max_len) + static_cast<double>(sources) * static_cast<double>(max_src)) *
+         sizeof(float);
+}
+
+// marianStateResize(state, slots, maxLen, sources, maxSrc): in place; the handle stays valid.
+Napi::Value MarianStateResize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  StateBox* sb = unwrap<StateBox>(info, 0, kStateTag, "marianState");
+  MarianState& st = sb->st;
+  const size_t slots = dim(info, 1, "slots"), max_len = dim(info, 2, "maxLen");
+  const size_t sources = dim(info, 3, "sources"), max_src = dim(info, 4, "maxSrc");
+  if (max_len > sb->max_pos || max_src > sb->max_pos)
+    throw_code(env, "E_RANGE", "maxLen and maxSrc cannot exceed the model's max_position_embeddings (" + std::to_string(sb->max_pos) + ")");
+  for (size_t s = 0; s < std::min(sources, st.sources); ++s)
+    if (static_cast<size_t>(st.src_len[s]) > max_src)
+      throw_code(env, "E_RANGE", "source slot " + std::to_string(s) + " holds " + std::to_string(st.src_len[s]) +
+                                     " positions, more than maxSrc " + std::to_string(max_src) + "; release it first");
+  if (state_bytes(st.d, st.layers, slots, max_len, sources, max_src) > kMaxStateBytes)
+    throw_code(env, "E_RANGE", "decoder state would need more than 64 GiB");
+  try {
+    marian_state_resize(st, slots, max_len, sources, max_src);
+  } catch (const std::bad_alloc&) {
+    throw_code(env, "E_RANGE", "out of memory for a decoder state of that size (the old state is kept)");
+  }
+  const size_t bytes = st.bytes();
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes) - static_cast<int64_t>(sb->bytes));
+  sb->bytes = bytes;
+  return env.Undefined();
+}
+
+// marianStateInfo(state) -> { slots, maxLen, sources, maxSrc, bytes }
+Napi::Value MarianStateInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const MarianState& st = unwrap<StateBox>(info, 0, kStateTag, "marianState")->st;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("slots", static_cast<double>(st.slots));
+  o.Set("maxLen", static_cast<double>(st.max_len));
+  o.Set("sources", static_cast<double>(st.sources));
+  o.Set("maxSrc", static_cast<double>(st.max_src));
+  o.Set("bytes", static_cast<double>(st.bytes()));
+  return o;
+}
+
+// marianReleaseSource(state, src): marks the source slot as not encoded, so no step can attend to it.
+Napi::Value MarianReleaseSource(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MarianState& st = unwrap<StateBox>(info, 0, kStateTag, "marianState")->st;
+  if (!info[1].IsNumber()) throw_code(env, "E_ARG", "src must be a number");
+  const double src = info[1].As<Napi::Number>().DoubleValue();
+  if (!(src >= 0 && src < static_cast<double>(st.sources)) || src != std::floor(src))
+    throw_code(env, "E_RANGE", "source slot out of range");
+  st.src_len[static_cast<size_t>(src)] = 0;
+  return env.Undefined();
+}
+
+// topkRows(x, rows, cols, k, logSoftmax, outIdx Int32Array [rows*k], outVal Float32Array [rows*k])
+Napi::Value TopkRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t rows = dim(info, 1, "rows"), cols = dim(info, 2, "cols"), k = dim(info, 3, "k");
+  if (k > cols) throw_code(env, "E_RANGE", "k must be in 1..cols (" + std::to_string(cols) + "), got " + std::to_string(k));
+  const float* x = arr<float>(info, 0, "x", checked_mul(env, rows, cols));
+  int32_t* idx = arr<int32_t>(info, 5, "outIdx", checked_mul(env, rows, k));
+  float* val = arr<float>(info, 6, "outVal", rows * k);
+  topk_rows(x, rows, cols, k, flag(info, 4), idx, val);
+  return env.Undefined();
+}
+
+// decodeAttention(q [rows, heads*hd], kv, rowOffsets Int32Array [rows], ldkv, vOff, lens Int32Array [rows], heads, hd, out [rows, heads*hd])
+Napi::Value DecodeAttentionFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t kv_len = 0, rows = 0;
+  const int32_t* offs = arr<int32_t>(info, 2, "rowOffsets", 0, false, false, &rows);
+  if (rows == 0) throw_code(env, "E_SHAPE", "no rows");
+  const size_t ldkv = dim(info, 3, "ldkv"), heads = dim(info, 6, "heads"), hd = dim(info, 7, "hd");
+  if (!info[4].IsNumber() || info[4].As<Napi::Number>().DoubleValue() < 0) throw_code(env, "E_ARG", "vOff must be a number >= 0");
+  const size_t v_off = static_cast<size_t>(info[4].As<Napi::Number>().DoubleValue());
+  const size_t width = checked_mul(env, heads, hd);
+  const float* q = arr<float>(info, 0, "q", checked_mul(env, rows, width));
+  const float* kv = arr<float>(info, 1, "kv", 0, false, false, &kv_len);
+  const int32_t* lens = arr<int32_t>(info, 5, "lens", rows);
+  float* out = arr<float>(info, 8, "out", rows * width);
+  std::vector<const float*> bases(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    if (offs[r] < 0 || lens[r] < 1) throw_code(env, "E_RANGE", "row offsets must be >= 0 and lengths >= 1");
+    const double last = static_cast<double>(offs[r]) + static_cast<double>(lens[r] - 1) * static_cast<double>(ldkv) +
+                        static_cast<double>(v_off) + static_cast<double>(width);
+    const double last_k = static_cast<double>(offs[r]) + static_cast<double>(lens[r] - 1) * static_cast<double>(ldkv) + static_cast<double>(width);
+    if (last > static_cast<double>(kv_len) || last_k > static_cast<double>(kv_len))
+      throw_code(env, "E_RANGE", "row " + std::to_string(r) + " reads past the end of kv");
+    bases[r] = kv + offs[r];
+  }
+  DecodeAttention a;
+  a.q = q;
+  a.ldq = width;
+  a.kv = bases.data();
+  a.ldkv = ldkv;
+  a.v_off = v_off;
+  a.len = lens;
+  a.o = out;
+  a.ldo = width;
+  a.heads = heads;
+  a.hd = hd;
+  decode_attention(a, rows);
+  return env.Undefined();
+}
+
+// peakProbe(kind 'vnni' | 'avx2-int8' | 'fma', ms) -> multiply-adds per second / 1e9 on one core
+Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw_code(env, "E_ARG", "kind must be 'vnni', 'avx2-int8' or 'fma'");
+  const std::string kind = info[0].As<Napi::String>();
+  const int k = kind == "vnni" ? 0 : kind == "avx2-int8" ? 1 : kind == "fma" ? 2 : -1;
+  if (k < 0) throw_code(env, "E_ARG", "kind must be 'vnni', 'avx2-int8' or 'fma', got '" + kind + "'");
+  const double ms = num(info, 1);
+  if (!(ms >= 1 && ms <= 10000)) throw_code(env, "E_RANGE", "ms must be in 1..10000");
+  const double rate = peak_probe(k, ms);
+  if (rate < 0) throw_code(env, "E_ISA", "this CPU (or this build) has no " + kind + " instructions");
+  return Napi::Number::New(env, rate / 1e9);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* err = init_isa_from_env();
   if (*err) throw_code(env, "E_ISA", err);
@@ -798,6 +930,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("marianEncode", Napi::Function::New(env, MarianEncode));
   exports.Set("marianStep", Napi::Function::New(env, MarianStep));
   exports.Set("marianCopySlot", Napi::Function::New(env, MarianCopySlot));
+  exports.Set("marianStateResize", Napi::Function::New(env, MarianStateResize));
+  exports.Set("marianStateInfo", Napi::Function::New(env, MarianStateInfo));
+  exports.Set("marianReleaseSource", Napi::Function::New(env, MarianReleaseSource));
+  exports.Set("topkRows", Napi::Function::New(env, TopkRows));
+  exports.Set("decodeAttention", Napi::Function::New(env, DecodeAttentionFn));
+  exports.Set("peakProbe", Napi::Function::New(env, PeakProbe));
   return exports;
 }
 

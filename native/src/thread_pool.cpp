@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -22,6 +23,17 @@ namespace {
 // Workers spin briefly after each region before sleeping: decode steps issue many short parallel regions
 // back to back, and a futex wake-up per region would cost more than the work it splits.
 constexpr int kSpinIterations = 20000;
+// The most threads one pool may have (setThreads' documented range).
+constexpr int kMaxThreads = 256;
+
+// Set while this thread runs parts of a region (as its caller or as a worker): a parallel_for started from
+// inside one runs inline, so it can neither wait on the pool it is part of nor create a pool of its own.
+thread_local bool t_in_region = false;
+struct InRegion {
+  bool prev = t_in_region;
+  InRegion() { t_in_region = true; }
+  ~InRegion() { t_in_region = prev; }
+};
 
 // One parallel region. It lives on the caller's stack; workers join it under the pool mutex and the caller
 // does not return before every worker that joined has left, so no worker can touch it after it is gone.
@@ -44,25 +56,23 @@ struct Region {
 
 class Pool {
  public:
-  Pool() {
-    int n = static_cast<int>(std::thread::hardware_concurrency());
-    if (const char* env = std::getenv("CHIMERA_THREADS")) n = std::atoi(env);
-    threads_ = std::clamp(n, 1, 256);
-  }
+  explicit Pool(int threads) : threads_(std::clamp(threads, 1, kMaxThreads)) {}
   ~Pool() { stop_workers(); }
 
   void set_threads(int n) {
+    n = std::clamp(n, 1, kMaxThreads);
     std::lock_guard<std::mutex> run_lock(run_mutex_);
+    if (n == threads_) return;  // keep warm workers: a repeated setThreads must not cost a restart
     stop_workers();
-    threads_ = std::clamp(n, 1, 256);
+    threads_ = n;
   }
-  int threads() const { return threads_; }
+  int threads() const { return threads_.load(std::memory_order_relaxed); }
 
   void run(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
     if (n == 0) return;
     grain = std::max<size_t>(grain, 1);
     const size_t chunks = (n + grain - 1) / grain;
-    if (threads_ <= 1 || chunks <= 1) {
+    if (threads() <= 1 || chunks <= 1) {
       fn(0, n);
       return;
     }
@@ -80,7 +90,10 @@ class Pool {
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    r.work();
+    {
+      InRegion guard;
+      r.work();
+    }
     // Parts still running belong to workers; if one lost its core, yielding lets it finish.
     wait_until([&] { return r.done.load(std::memory_order_acquire) == r.parts; });
     {
@@ -102,6 +115,7 @@ class Pool {
   // `seen` is the generation at creation: a worker that starts late still looks at the region published
   // before it got going.
   void worker(unsigned seen) {
+    InRegion guard;  // a worker only ever runs parts of a region: anything it starts itself runs inline
     for (;;) {
       int spins = 0;
       while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed) &&
@@ -143,7 +157,7 @@ class Pool {
     workers_.clear();
   }
 
-  int threads_ = 1;
+  std::atomic<int> threads_{1};
   std::mutex run_mutex_;  // one parallel region at a time (async calls may overlap with sync ones)
   std::mutex mutex_;      // guards region_ and the sleep/wake handshake
   std::condition_variable cv_;
@@ -153,15 +167,49 @@ class Pool {
   std::vector<std::thread> workers_;
 };
 
+int default_threads() {
+  int n = static_cast<int>(std::thread::hardware_concurrency());
+  if (const char* env = std::getenv("CHIMERA_THREADS")) n = std::atoi(env);
+  return std::clamp(n, 1, kMaxThreads);
+}
+
+// Each OS thread (the JS main thread, each worker_thread) owns its pool, created on first use; its
+// thread_local holder frees it (joining the workers) when that thread exits. Async tasks hold a reference
+// too, so a pool outlives its thread until the last task that borrowed it is done.
+thread_local std::shared_ptr<Pool> t_own;
+// The pool installed for this thread by a PoolScope (an async task running on a libuv thread), or null.
+thread_local Pool* t_installed = nullptr;
+
 Pool& pool() {
-  static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction order at exit
-  return *p;
+  if (t_installed) return *t_installed;
+  if (!t_own) t_own = std::make_shared<Pool>(default_threads());
+  return *t_own;
 }
 
 }  // namespace
 
+std::shared_ptr<void> current_pool() {
+  if (t_installed) {
+    // An async task that itself queues work: hand on the pool it borrowed (kept alive by its own scope).
+    return std::shared_ptr<void>(std::shared_ptr<void>{}, t_installed);
+  }
+  pool();
+  return t_own;
+}
+
+PoolScope::PoolScope(const std::shared_ptr<void>& p) : prev_(t_installed) {
+  if (p) t_installed = static_cast<Pool*>(p.get());
+}
+PoolScope::~PoolScope() { t_installed = static_cast<Pool*>(prev_); }
+
 void set_threads(int n) { pool().set_threads(n); }
 int get_threads() { return pool().threads(); }
-void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) { pool().run(n, grain, fn); }
+void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
+  if (t_in_region) {  // nested: the outer region already uses every thread of the pool
+    if (n) fn(0, n);
+    return;
+  }
+  pool().run(n, grain, fn);
+}
 
 }  // namespace chimera
