@@ -764,30 +764,123 @@ static inline void axpy(float alpha, const float* x, float* y, size_t n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// NaN read as -Infinity (x86 max returns its second operand when either is NaN; the scalar max does too).
+#if CHIMERA_LEVEL > 0
+static inline vf no_nan(vf v) { return max(v, set1(-INFINITY)); }
+#endif
+static inline float no_nan(float v) { return v != v ? -INFINITY : v; }
+
+// The row's max and log-sum-exp (mx + log sum exp(x - mx)), or -Infinity when every entry is -Infinity.
+// log_softmax and top-k both use it, so top-k's log-probabilities are bit for bit what log_softmax writes.
+// With kNoNan, NaN entries count as -Infinity; on a row without NaN both variants do identical arithmetic.
+template <bool kNoNan>
+static inline float row_lse(const float* row, size_t cols) {
+  auto ld = [&](size_t j) { return kNoNan ? no_nan(load(row + j)) : load(row + j); };
+  auto at = [&](size_t j) { return kNoNan ? no_nan(row[j]) : row[j]; };
+  vf m = set1(-INFINITY);
+  size_t j = 0;
+  for (; j + W <= cols; j += W) m = max(m, ld(j));
+  float mx = hmax(m);
+  for (; j < cols; ++j) mx = std::max(mx, at(j));
+  if (mx == -INFINITY) return -INFINITY;
+  const vf vm = set1(mx);
+  // Partial sums per 8 vectors, added in double: a 58k-entry row summed in one float loses ~1e-4.
+  double sum = 0;
+  for (j = 0; j + W <= cols;) {
+    vf s = zero();
+    for (int u = 0; u < 8 && j + W <= cols; ++u, j += W) s = add(s, simd::exp(sub(ld(j), vm)));
+    sum += hsum(s);
+  }
+  for (; j < cols; ++j) sum += std::exp(at(j) - mx);
+  return mx + static_cast<float>(std::log(sum));
+}
+
 // x[r] -= logsumexp(x[r]) for rows [r0, r1): beam search scores every token of every beam each step.
 static void log_softmax_rows(float* x, size_t cols, size_t r0, size_t r1) {
   count_kernel(Op::LogSoftmax, kIsa);
   for (size_t r = r0; r < r1; ++r) {
     float* row = x + r * cols;
-    vf m = set1(-INFINITY);
-    size_t j = 0;
-    for (; j + W <= cols; j += W) m = max(m, load(row + j));
-    float mx = hmax(m);
-    for (; j < cols; ++j) mx = std::max(mx, row[j]);
-    if (mx == -INFINITY) continue;  // nothing allowed in this row: leave it all -inf
-    const vf vm = set1(mx);
-    // Partial sums per 8 vectors, added in double: a 58k-entry row summed in one float loses ~1e-4.
-    double sum = 0;
-    for (j = 0; j + W <= cols;) {
-      vf s = zero();
-      for (int u = 0; u < 8 && j + W <= cols; ++u, j += W) s = add(s, simd::exp(sub(load(row + j), vm)));
-      sum += hsum(s);
-    }
-    for (; j < cols; ++j) sum += std::exp(row[j] - mx);
-    const float l = mx + static_cast<float>(std::log(sum));
+    const float l = row_lse<false>(row, cols);
+    if (l == -INFINITY) continue;  // nothing allowed in this row: leave it all -inf
     const vf lse = set1(l);
+    size_t j = 0;
     for (j = 0; j + W <= cols; j += W) store(row + j, sub(load(row + j), lse));
     for (; j < cols; ++j) row[j] -= l;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ top-k
+
+// Up to this k a sorted list kept by insertion beats sorting indices: a typical row of logits changes the
+// list a handful of times, and the scan compares W entries at a time against the current k-th value.
+constexpr size_t kInsertionTopK = 64;
+
+// True when any entry of v exceeds t (NaN never does).
+static inline bool any_gt(vf v, float t) {
+#if CHIMERA_LEVEL == 2
+  return _mm512_cmp_ps_mask(v, set1(t), _CMP_GT_OQ) != 0;
+#elif CHIMERA_LEVEL == 1
+  return _mm256_movemask_ps(_mm256_cmp_ps(v, set1(t), _CMP_GT_OQ)) != 0;
+#else
+  return v > t;
+#endif
+}
+
+// Inserts (v, j) into the descending list of n entries (capacity k) after every entry >= v: an equal value
+// seen later has a higher index, and ties go to the lower index.
+static inline void topk_insert(float* bv, int32_t* bi, size_t& n, size_t k, float v, int32_t j) {
+  size_t p = n < k ? n : k - 1;
+  while (p > 0 && bv[p - 1] < v) {
+    bv[p] = bv[p - 1];
+    bi[p] = bi[p - 1];
+    --p;
+  }
+  bv[p] = v;
+  bi[p] = j;
+  if (n < k) ++n;
+}
+
+// Per row: the k largest entries, descending, ties to the lower index, NaN as -Infinity; values are the
+// entries themselves or, with log_sm, what log_softmax would write for them. x is only read.
+static void topk_rows(const float* x, size_t cols, size_t k, bool log_sm, int32_t* out_idx, float* out_val, size_t r0,
+                      size_t r1) {
+  count_kernel(Op::TopK, kIsa);
+  thread_local std::vector<int32_t> order;  // per thread, grown once: only for k above kInsertionTopK
+  for (size_t r = r0; r < r1; ++r) {
+    const float* row = x + r * cols;
+    int32_t* bi = out_idx + r * k;
+    float* bv = out_val + r * k;
+    if (k <= kInsertionTopK) {
+      size_t n = 0, j = 0;
+      for (; j < k; ++j) topk_insert(bv, bi, n, k, no_nan(row[j]), static_cast<int32_t>(j));
+      float th = bv[k - 1];
+      for (; j < cols && (j % W) != 0; ++j)
+        if (row[j] > th) topk_insert(bv, bi, n, k, row[j], static_cast<int32_t>(j)), th = bv[k - 1];
+      for (; j + W <= cols; j += W) {
+        if (!any_gt(load(row + j), th)) continue;
+        for (size_t u = j; u < j + W; ++u)
+          if (row[u] > th) topk_insert(bv, bi, n, k, row[u], static_cast<int32_t>(u)), th = bv[k - 1];
+      }
+      for (; j < cols; ++j)
+        if (row[j] > th) topk_insert(bv, bi, n, k, row[j], static_cast<int32_t>(j)), th = bv[k - 1];
+    } else {
+      if (order.size() < cols) order.resize(cols);
+      for (size_t j = 0; j < cols; ++j) order[j] = static_cast<int32_t>(j);
+      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.begin() + static_cast<std::ptrdiff_t>(cols),
+                        [row](int32_t a, int32_t b) {
+                          const float va = no_nan(row[a]), vb = no_nan(row[b]);
+                          return va > vb || (va == vb && a < b);
+                        });
+      for (size_t i = 0; i < k; ++i) {
+        bi[i] = order[i];
+        bv[i] = no_nan(row[order[i]]);
+      }
+    }
+    if (log_sm) {
+      const float l = row_lse<true>(row, cols);
+      if (l != -INFINITY)
+        for (size_t i = 0; i < k; ++i) bv[i] -= l;
+    }
   }
 }
 
@@ -838,15 +931,17 @@ static inline void pv_chunk(const float* p, size_t len, const float* v, size_t l
 
 // softmax(q . k^T) . v for query rows [0, nq) of one head. Query i sees keys [0, min(nk, i + 1 + causal)) when
 // causal >= 0, else all nk keys. Scores are not scaled here: the model folds the scale into q.
-// With several queries (the encoder), K is transposed once so that scores come W keys at a time with no
-// horizontal sums; a single query (a decoder step) takes dot products directly.
+// With enough keys, K is transposed once so that scores come W keys at a time with no horizontal sums; a few
+// keys take dot products directly. The choice depends on nk alone, never on nq, so a query's result is the
+// same whether its sequence is encoded alone or padded into a longer batch.
+constexpr size_t kTransposeMinKeys = 4;  // below this the transpose costs more than the horizontal sums it saves
 static void attention(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                       size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores) {
   count_kernel(Op::Attention, kIsa);
   thread_local std::vector<float> kt_buf;
   const size_t nkp = (nk + W - 1) / W * W;
   float* kt = nullptr;
-  if (nq >= 4) {
+  if (nk >= kTransposeMinKeys) {
     if (kt_buf.size() < hd * nkp) kt_buf.resize(hd * nkp);
     kt = kt_buf.data();
     for (size_t j = 0; j < nk; ++j)
@@ -911,6 +1006,142 @@ static void attention(const float* q, size_t ldq, const float* k, size_t ldk, co
     }
   }
 }
+
+// ------------------------------------------------------------------------------------------------ decode attention
+
+// Scores of one query against keys [j, j + KB): KB independent accumulator chains over hd, then one horizontal
+// sum per key.
+template <int KB>
+static inline void decode_scores(const float* q, const float* k, size_t ldk, size_t hd, size_t j, float* scores) {
+  vf acc[KB];
+  CHIMERA_UNROLL
+  for (int b = 0; b < KB; ++b) acc[b] = zero();
+  size_t dd = 0;
+  for (; dd + W <= hd; dd += W) {
+    const vf qv = load(q + dd);
+    CHIMERA_UNROLL
+    for (int b = 0; b < KB; ++b) acc[b] = fmadd(qv, load(k + (j + b) * ldk + dd), acc[b]);
+  }
+  CHIMERA_UNROLL
+  for (int b = 0; b < KB; ++b) {
+    float s = hsum(acc[b]);
+    for (size_t t = dd; t < hd; ++t) s += q[t] * k[(j + b) * ldk + t];
+    scores[j + b] = s;
+  }
+}
+
+// Tasks [t0, t1) of a decoder step's attention, task t = row * heads + head: one query row against that row's
+// own keys. Each task's result depends only on its own row, never on which other rows are in the batch.
+static void decode_attention(const DecodeAttention& a, size_t t0, size_t t1, float* scores) {
+  count_kernel(Op::DecodeAttention, kIsa);
+  const size_t hd = a.hd;
+  for (size_t t = t0; t < t1; ++t) {
+    const size_t r = t / a.heads, h = t % a.heads;
+    const float* q = a.q + r * a.ldq + h * hd;
+    const float* k = a.kv[r] + h * hd;
+    const float* v = k + a.v_off;
+    const size_t n = static_cast<size_t>(a.len[r]);
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) decode_scores<4>(q, k, a.ldkv, hd, j, scores);
+    for (; j < n; ++j) decode_scores<1>(q, k, a.ldkv, hd, j, scores);
+    vf m = set1(-INFINITY);
+    for (j = 0; j + W <= n; j += W) m = max(m, load(scores + j));
+    float mx = hmax(m);
+    for (; j < n; ++j) mx = std::max(mx, scores[j]);
+    const vf vm = set1(mx);
+    vf vs = zero();
+    for (j = 0; j + W <= n; j += W) {
+      const vf e = simd::exp(sub(load(scores + j), vm));
+      store(scores + j, e);
+      vs = add(vs, e);
+    }
+    float sum = hsum(vs);
+    for (; j < n; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      sum += scores[j];
+    }
+    const float inv = 1.0f / sum;
+    float* o = a.o + r * a.ldo + h * hd;
+    size_t dd = 0;
+    for (; dd + 4 * W <= hd; dd += 4 * W) pv_chunk<4>(scores, n, v + dd, a.ldkv, inv, o + dd);
+    for (; dd + W <= hd; dd += W) pv_chunk<1>(scores, n, v + dd, a.ldkv, inv, o + dd);
+    for (; dd < hd; ++dd) {
+      float acc = 0;
+      for (size_t jj = 0; jj < n; ++jj) acc += scores[jj] * v[jj * a.ldkv + dd];
+      o[dd] = acc * inv;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ peak probe
+
+// Accumulator chains per probe: more than latency x issue width of any current core (5 cycles x 2 ports for
+// VNNI and FMA), so the loop measures throughput, not latency.
+constexpr int kProbeChains = 12;
+
+// Runs `iters` iterations of kProbeChains independent chains of the given kind; returns the multiply-adds done
+// (0 when this build cannot run that kind). The operands are opaque to the compiler (read from memory it cannot
+// see through), so nothing folds away.
+static uint64_t peak_loop(int kind, uint64_t iters, const float* seed) {
+#if CHIMERA_LEVEL >= 1
+  if (kind == 2) {  // fp32 FMA
+    vf acc[kProbeChains];
+    const vf x = load(seed), y = load(seed + W);
+    CHIMERA_UNROLL
+    for (int c = 0; c < kProbeChains; ++c) acc[c] = set1(static_cast<float>(c));
+    for (uint64_t i = 0; i < iters; ++i) {
+      CHIMERA_UNROLL
+      for (int c = 0; c < kProbeChains; ++c) acc[c] = fmadd(acc[c], x, y);
+    }
+    vf s = zero();
+    for (int c = 0; c < kProbeChains; ++c) s = add(s, acc[c]);
+    volatile float sink = hsum(s);
+    (void)sink;
+    return iters * kProbeChains * W;
+  }
+#endif
+#if CHIMERA_LEVEL == 2
+  if (kind == 0) {  // VNNI: 64 u8 x s8 products summed into 16 int32 per instruction
+    __m512i acc[kProbeChains];
+    const __m512i a = _mm512_castps_si512(load(seed)), b = _mm512_castps_si512(load(seed + W));
+    CHIMERA_UNROLL
+    for (int c = 0; c < kProbeChains; ++c) acc[c] = _mm512_set1_epi32(c);
+    for (uint64_t i = 0; i < iters; ++i) {
+      CHIMERA_UNROLL
+      for (int c = 0; c < kProbeChains; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], a, b);
+    }
+    __m512i s = _mm512_setzero_si512();
+    for (int c = 0; c < kProbeChains; ++c) s = _mm512_add_epi32(s, acc[c]);
+    volatile int sink = _mm512_reduce_add_epi32(s);
+    (void)sink;
+    return iters * kProbeChains * 64;
+  }
+#endif
+#if CHIMERA_LEVEL >= 1
+  if (kind == 1) {  // the AVX2 int8 sequence of s8_panel: maddubs + madd + add, 32 products per triple
+    __m256i acc[kProbeChains];
+    const __m256i a = _mm256_castps_si256(_mm256_loadu_ps(seed)), b = _mm256_castps_si256(_mm256_loadu_ps(seed + 8));
+    const __m256i ones = _mm256_set1_epi16(1);
+    CHIMERA_UNROLL
+    for (int c = 0; c < kProbeChains; ++c) acc[c] = _mm256_set1_epi32(c);
+    for (uint64_t i = 0; i < iters; ++i) {
+      CHIMERA_UNROLL
+      for (int c = 0; c < kProbeChains; ++c) acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+    }
+    __m256i s = _mm256_setzero_si256();
+    for (int c = 0; c < kProbeChains; ++c) s = _mm256_add_epi32(s, acc[c]);
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+    volatile int32_t sink = lanes[0];
+    (void)sink;
+    return iters * kProbeChains * 32;
+  }
+#endif
+  (void)kind;
+  (void)iters;
+  (void)seed;
+  return 0;
+}
 }  // namespace CHIMERA_NS
 
 const KernelTable& CHIMERA_TABLE() {
@@ -918,6 +1149,7 @@ const KernelTable& CHIMERA_TABLE() {
       CHIMERA_NS::kIsa,          CHIMERA_NS::norm_rows, CHIMERA_NS::quantize_rows, CHIMERA_NS::min_max,
       CHIMERA_NS::dql_apply,     CHIMERA_NS::dot_s16,   CHIMERA_NS::gemm_s8,       CHIMERA_NS::gemm_f32,
       CHIMERA_NS::gemm_f16,      CHIMERA_NS::attention,  CHIMERA_NS::log_softmax_rows,
+      CHIMERA_NS::decode_attention, CHIMERA_NS::topk_rows, CHIMERA_NS::peak_loop,
   };
   return table;
 }

@@ -18,6 +18,8 @@ struct Scratch {
   std::vector<int8_t> q;
   std::vector<float> q_scales;
   std::vector<int32_t> q_sums;
+  std::vector<const float*> self_rows, cross_rows;  // per step row: its K|V base for this layer
+  std::vector<int32_t> self_len, cross_len;
 };
 thread_local Scratch t_s;
 
@@ -28,8 +30,10 @@ T* grow(std::vector<T>& v, size_t n) {
 }
 
 // x = LN(x + y) in place. When `tap` is set, the normalised rows before gamma and beta are written there first
-// (and tap advances): calibration reads them to fit gamma/beta corrections.
-void add_norm(const NormW& ln, float* x, const float* y, size_t rows, size_t d, float*& tap) {
+// (and tap advances): calibration reads them to fit gamma/beta corrections. When `next` is an int8 linear, the
+// normalised rows are also quantised for it (the same quantize_row on the same floats linear_any would
+// quantise, so results are identical) and the call returns true: run `next` with linear_prequantized.
+bool add_norm(const NormW& ln, float* x, const float* y, size_t rows, size_t d, float*& tap, const LinearW* next = nullptr) {
   if (tap) {
     thread_local std::vector<float> ones;
     if (ones.size() != d) ones.assign(d, 1.0f);
@@ -51,8 +55,24 @@ void add_norm(const NormW& ln, float* x, const float* y, size_t rows, size_t d, 
   a.rows = rows;
   a.cols = d;
   a.out = x;  // in place: each row's sum is formed before that row is written
+  const bool fuse = next && next->s8 && next->k == d;
+  if (fuse) {
+    a.q_stride = next->s8->kp;
+    a.q = grow(t_s.q, rows * a.q_stride);
+    a.q_scales = grow(t_s.q_scales, rows);
+    a.q_sums = grow(t_s.q_sums, rows);
+  }
   norm(a);
+  return fuse;
 }
+
+// The int8 linear over rows that add_norm already quantised into the scratch.
+void linear_prequantized(const LinearW& w, size_t rows, Activation act, float* out) {
+  linear_s8(*w.s8, t_s.q.data(), w.s8->kp, t_s.q_scales.data(), t_s.q_sums.data(), rows, w.bias, act, out);
+}
+
+// linear_any, or the pre-quantised int8 linear when add_norm fused the quantisation.
+void linear_next(bool prequantized, const LinearW& w, const float* x, size_t rows, Activation act, float* out);
 
 }  // namespace
 
@@ -68,6 +88,13 @@ void linear_any(const LinearW& w, const float* x, size_t rows, Activation act, f
     linear_f32(*w.f32, x, rows, w.bias, act, out);
   }
 }
+
+namespace {
+void linear_next(bool prequantized, const LinearW& w, const float* x, size_t rows, Activation act, float* out) {
+  if (prequantized) linear_prequantized(w, rows, act, out);
+  else linear_any(w, x, rows, act, out);
+}
+}  // namespace
 
 void marian_fill_positions(MarianModel& m) {
   const size_t d = m.dims.d, half = d / 2;
@@ -121,8 +148,8 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
       }
     });
     linear_any(l.out, ctx, rows, Activation::None, tmp);
-    add_norm(l.ln_attn, x, tmp, rows, d, taps);
-    linear_any(l.fc1, x, rows, m.dims.act, h);
+    const bool pq = add_norm(l.ln_attn, x, tmp, rows, d, taps, &l.fc1);
+    linear_next(pq, l.fc1, x, rows, m.dims.act, h);
     linear_any(l.fc2, h, rows, Activation::None, tmp);
     add_norm(l.ln_ffn, x, tmp, rows, d, taps);
   }
@@ -141,7 +168,6 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
 void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, const int32_t* slot, const int32_t* pos,
                  const int32_t* src, size_t rows, float* logits, float* hidden, float* taps) {
   const size_t d = m.dims.d, heads = m.dims.heads, hd = d / heads;
-  const KernelTable& kt = kernels();
   float* x = grow(t_s.x, rows * d);
   float* qkv = grow(t_s.qkv, rows * 3 * d);
   float* ctx = grow(t_s.ctx, rows * d);
@@ -149,39 +175,56 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
   size_t ffn = 0;
   for (const auto& l : m.decoder) ffn = std::max(ffn, l.fc1.n);
   float* h = grow(t_s.h, rows * ffn);
-  float* scores = grow(t_s.scores, std::max(st.max_len, st.max_src) + 128);
+  const float** self_rows = grow(t_s.self_rows, rows);
+  const float** cross_rows = grow(t_s.cross_rows, rows);
+  int32_t* self_len = grow(t_s.self_len, rows);
+  int32_t* cross_len = grow(t_s.cross_len, rows);
+  for (size_t r = 0; r < rows; ++r) {
+    self_len[r] = pos[r] + 1;
+    cross_len[r] = st.src_len[static_cast<size_t>(src[r])];
+  }
+  // Self attention reads q from the fused qkv rows; cross attention reads the cross-q projection in tmp.
+  DecodeAttention self_attn;
+  self_attn.q = qkv;
+  self_attn.ldq = 3 * d;
+  self_attn.kv = self_rows;
+  self_attn.ldkv = 2 * d;
+  self_attn.v_off = d;
+  self_attn.len = self_len;
+  self_attn.o = ctx;
+  self_attn.ldo = d;
+  self_attn.heads = heads;
+  self_attn.hd = hd;
+  DecodeAttention cross_attn = self_attn;
+  cross_attn.q = tmp;
+  cross_attn.ldq = d;
+  cross_attn.kv = cross_rows;
+  cross_attn.len = cross_len;
   embed_rows(m, token, pos, rows, x);
+  bool pq = false;  // whether x's rows are already quantised for the next int8 linear
   for (size_t li = 0; li < m.decoder.size(); ++li) {
     const DecoderLayer& l = m.decoder[li];
-    linear_any(l.qkv, x, rows, Activation::None, qkv);
+    linear_next(pq, l.qkv, x, rows, Activation::None, qkv);
     for (size_t r = 0; r < rows; ++r) {  // append this step's K|V to the row's slot
-      float* kv = st.self_kv.data() + ((static_cast<size_t>(slot[r]) * st.layers + li) * st.max_len + pos[r]) * 2 * d;
-      std::memcpy(kv, qkv + r * 3 * d + d, 2 * d * sizeof(float));
+      float* base = st.self_kv.data() + (static_cast<size_t>(slot[r]) * st.layers + li) * st.max_len * 2 * d;
+      std::memcpy(base + static_cast<size_t>(pos[r]) * 2 * d, qkv + r * 3 * d + d, 2 * d * sizeof(float));
+      self_rows[r] = base;
+      cross_rows[r] = st.cross_kv.data() + (static_cast<size_t>(src[r]) * st.layers + li) * st.max_src * 2 * d;
     }
-    for (size_t r = 0; r < rows; ++r) {
-      const float* kv = st.self_kv.data() + (static_cast<size_t>(slot[r]) * st.layers + li) * st.max_len * 2 * d;
-      for (size_t hh = 0; hh < heads; ++hh)
-        kt.attention(qkv + r * 3 * d + hh * hd, 3 * d, kv + hh * hd, 2 * d, kv + d + hh * hd, 2 * d, ctx + r * d + hh * hd,
-                     d, 1, static_cast<size_t>(pos[r]) + 1, hd, -1, scores);
-    }
+    decode_attention(self_attn, rows);
     linear_any(l.out, ctx, rows, Activation::None, tmp);
-    add_norm(l.ln_self, x, tmp, rows, d, taps);
-    linear_any(l.cross_q, x, rows, Activation::None, tmp);
-    for (size_t r = 0; r < rows; ++r) {
-      const size_t sv = static_cast<size_t>(src[r]);
-      const float* kv = st.cross_kv.data() + (sv * st.layers + li) * st.max_src * 2 * d;
-      for (size_t hh = 0; hh < heads; ++hh)
-        kt.attention(tmp + r * d + hh * hd, d, kv + hh * hd, 2 * d, kv + d + hh * hd, 2 * d, ctx + r * d + hh * hd, d, 1,
-                     static_cast<size_t>(st.src_len[sv]), hd, -1, scores);
-    }
+    pq = add_norm(l.ln_self, x, tmp, rows, d, taps, &l.cross_q);
+    linear_next(pq, l.cross_q, x, rows, Activation::None, tmp);
+    decode_attention(cross_attn, rows);
     linear_any(l.cross_out, ctx, rows, Activation::None, tmp);
-    add_norm(l.ln_cross, x, tmp, rows, d, taps);
-    linear_any(l.fc1, x, rows, m.dims.act, h);
+    pq = add_norm(l.ln_cross, x, tmp, rows, d, taps, &l.fc1);
+    linear_next(pq, l.fc1, x, rows, m.dims.act, h);
     linear_any(l.fc2, h, rows, Activation::None, tmp);
-    add_norm(l.ln_ffn, x, tmp, rows, d, taps);
+    const LinearW* next = li + 1 < m.decoder.size() ? &m.decoder[li + 1].qkv : &m.lm_head;
+    pq = add_norm(l.ln_ffn, x, tmp, rows, d, taps, next);
   }
   if (hidden) std::memcpy(hidden, x, rows * d * sizeof(float));
-  linear_any(m.lm_head, x, rows, Activation::None, logits);
+  linear_next(pq, m.lm_head, x, rows, Activation::None, logits);
 }
 
 void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len) {
@@ -192,6 +235,36 @@ void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len) {
     float* b = st.self_kv.data() + ((to * st.layers + li) * st.max_len) * row;
     std::memcpy(b, a, len * row * sizeof(float));
   }
+}
+
+}  // namespace chimera
+
+namespace chimera {
+
+void marian_state_resize(MarianState& st, size_t slots, size_t max_len, size_t sources, size_t max_src) {
+  const size_t row = 2 * st.d;
+  // Build the new buffers first: if an allocation fails, the old state is untouched.
+  std::vector<float> self_kv(slots * st.layers * max_len * row, 0.0f);
+  std::vector<float> cross_kv(sources * st.layers * max_src * row, 0.0f);
+  std::vector<int32_t> src_len(sources, 0);
+  const size_t keep_len = std::min(st.max_len, max_len), keep_src = std::min(st.max_src, max_src);
+  for (size_t s = 0; s < std::min(st.slots, slots); ++s)
+    for (size_t li = 0; li < st.layers; ++li)
+      std::memcpy(self_kv.data() + (s * st.layers + li) * max_len * row,
+                  st.self_kv.data() + (s * st.layers + li) * st.max_len * row, keep_len * row * sizeof(float));
+  for (size_t s = 0; s < std::min(st.sources, sources); ++s) {
+    for (size_t li = 0; li < st.layers; ++li)
+      std::memcpy(cross_kv.data() + (s * st.layers + li) * max_src * row,
+                  st.cross_kv.data() + (s * st.layers + li) * st.max_src * row, keep_src * row * sizeof(float));
+    src_len[s] = st.src_len[s];
+  }
+  st.self_kv.swap(self_kv);
+  st.cross_kv.swap(cross_kv);
+  st.src_len.swap(src_len);
+  st.slots = slots;
+  st.max_len = max_len;
+  st.sources = sources;
+  st.max_src = max_src;
 }
 
 }  // namespace chimera

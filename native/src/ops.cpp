@@ -2,6 +2,7 @@
 // Packing lives here too: the packed layouts are the same for every ISA.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -54,6 +55,10 @@ T* scratch(std::vector<T>& v, size_t n) {
 
 // Work below this many multiply-adds runs on the calling thread: waking a worker costs more.
 constexpr size_t kParallelMacs = 1u << 17;
+// Scratch slack past a row of scores: a whole vector of the widest ISA (16 floats), for full-width loads.
+constexpr size_t kVectorFloats = 16;
+// A peak-probe run shorter than this is dominated by timer resolution and the clock ramp.
+constexpr double kProbeMinRunMs = 5.0;
 
 }  // namespace
 
@@ -87,6 +92,59 @@ bool norm(const NormArgs& a) {
 void log_softmax(float* x, size_t rows, size_t cols) {
   const KernelTable& t = kernels();
   parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) { t.log_softmax_rows(x, cols, r0, r1); });
+}
+
+void topk_rows(const float* x, size_t rows, size_t cols, size_t k, bool log_sm, int32_t* idx, float* val) {
+  const KernelTable& t = kernels();
+  parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) { t.topk_rows(x, cols, k, log_sm, idx, val, r0, r1); });
+}
+
+void decode_attention(const DecodeAttention& a, size_t rows) {
+  const KernelTable& t = kernels();
+  size_t keys = 0, max_len = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    keys += static_cast<size_t>(a.len[r]);
+    max_len = std::max(max_len, static_cast<size_t>(a.len[r]));
+  }
+  const size_t tasks = rows * a.heads;
+  const size_t macs_per_task = std::max<size_t>(1, 2 * keys * a.hd / rows);  // q.k and p.v over the mean length
+  parallel_for(tasks, std::max<size_t>(1, kParallelMacs / macs_per_task), [&](size_t t0, size_t t1) {
+    thread_local std::vector<float> scores;  // per thread, grown once
+    if (scores.size() < max_len + kVectorFloats) scores.resize(max_len + kVectorFloats);
+    t.decode_attention(a, t0, t1, scores.data());
+  });
+}
+
+double peak_probe(int kind, double ms) {
+  const KernelTable* t = nullptr;
+#if !defined(CHIMERA_SCALAR_ONLY)
+  if (kind == 0 && isa_supported(Isa::Avx512Vnni) && isa_compiled(Isa::Avx512Vnni)) t = &kernels_avx512();
+  if (kind == 1 && isa_supported(Isa::Avx2) && isa_compiled(Isa::Avx2)) t = &kernels_avx2();
+  if (kind == 2) {
+    if (isa_supported(Isa::Avx512Vnni) && isa_compiled(Isa::Avx512Vnni)) t = &kernels_avx512();
+    else if (isa_supported(Isa::Avx2) && isa_compiled(Isa::Avx2)) t = &kernels_avx2();
+  }
+#endif
+  if (!t) return -1.0;
+  alignas(64) float seed[32];
+  for (int i = 0; i < 32; ++i) seed[i] = 1.0f + 1e-7f * static_cast<float>(i);  // no overflow in any kind
+  // Grow the batch until one run takes a measurable time, then repeat it for `ms`; the best rate wins (a
+  // preempted run only ever looks slower).
+  uint64_t iters = 1 << 12;
+  using clock = std::chrono::steady_clock;
+  double best = 0, spent = 0;
+  while (spent < ms) {
+    const auto t0 = clock::now();
+    const uint64_t macs = t->peak_loop(kind, iters, seed);
+    const double dt = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    spent += dt;
+    if (dt < kProbeMinRunMs) {
+      iters *= 2;
+      continue;
+    }
+    best = std::max(best, static_cast<double>(macs) / (dt * 1e-3));
+  }
+  return best;
 }
 
 // ------------------------------------------------------------------------------------------------ quantisation

@@ -47,6 +47,14 @@ struct KernelTable {
   void (*attention)(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                     size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores);
   void (*log_softmax_rows)(float* x, size_t cols, size_t r0, size_t r1);
+  // tasks [t0, t1) (row * heads + head) of a decoder step's attention; `scores` holds max len + W floats
+  void (*decode_attention)(const DecodeAttention& a, size_t t0, size_t t1, float* scores);
+  // rows [r0, r1) of topk_rows (see kernels.h)
+  void (*topk_rows)(const float* x, size_t cols, size_t k, bool log_softmax, int32_t* idx, float* val, size_t r0,
+                    size_t r1);
+  // iters iterations of independent multiply-add chains of a kind (0 VNNI, 1 AVX2 int8, 2 fp32 FMA); returns
+  // the multiply-adds done, or 0 when this build has no such instructions
+  uint64_t (*peak_loop)(int kind, uint64_t iters, const float* seed);
 };
 
 const KernelTable& kernels_scalar();

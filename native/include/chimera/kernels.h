@@ -11,7 +11,7 @@ namespace chimera {
 enum class Activation : int { None = 0, Relu = 1, Silu = 2, Gelu = 3, GeluTanh = 4 };
 
 // Counted kernel entry points, so a test can prove which ISA path actually ran.
-enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, GemmF16, Attention, LogSoftmax, kCount };
+enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, GemmF16, Attention, LogSoftmax, DecodeAttention, TopK, kCount };
 const char* op_name(Op op);
 void count_kernel(Op op, Isa isa);
 uint64_t kernel_count(Op op, Isa isa);
@@ -101,6 +101,29 @@ void free_aligned(void* p);
 
 // x[r] = log_softmax(x[r]) for every row of [rows, cols], in place.
 void log_softmax(float* x, size_t rows, size_t cols);
+
+// Per row of x [rows, cols]: the k largest entries in descending order, ties to the lower index, NaN counted
+// as -Infinity, into idx / val [rows, k]. With log_softmax the values are exactly what log_softmax would write
+// for those entries (x itself is not modified). A row of all -Infinity gives -Infinity values.
+void topk_rows(const float* x, size_t rows, size_t cols, size_t k, bool log_softmax, int32_t* idx, float* val);
+
+// ---- attention of a decoder step: each row's single query against its own keys, every head.
+struct DecodeAttention {
+  const float* q = nullptr;  // query of row r, head h at q + r * ldq + h * hd (already scaled)
+  size_t ldq = 0;
+  const float* const* kv = nullptr;  // per row: its first key row; head h's keys at + h * hd
+  size_t ldkv = 0;                   // floats from one key row to the next (values alike)
+  size_t v_off = 0;                  // values start v_off floats after the keys of the same row
+  const int32_t* len = nullptr;      // per row: keys to attend (>= 1)
+  float* o = nullptr;                // output of row r, head h at o + r * ldo + h * hd
+  size_t ldo = 0;
+  size_t heads = 0, hd = 0;
+};
+void decode_attention(const DecodeAttention& a, size_t rows);
+
+// Multiply-adds per second of one core on independent chains: kind 0 VNNI (AVX-512), 1 AVX2 int8, 2 fp32 FMA
+// (on the best vector ISA). Runs for about `ms`; returns a negative value when this CPU cannot run that kind.
+double peak_probe(int kind, double ms);
 
 // ---- dispatch
 Isa current_isa();

@@ -88,4 +88,10 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
 // Copies the first `len` positions of self slot `from` to `to` (beam search reorders hypotheses this way).
 void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len);
 
+// Reshapes the state in place: every kept slot keeps its first min(old, new) max_len positions of every layer,
+// every kept source its cross K|V (max_src must hold it: the caller checks) and length; new ones are empty.
+// Allocates the new buffers before touching the old ones, so a failed allocation (std::bad_alloc) leaves the
+// state as it was.
+void marian_state_resize(MarianState& st, size_t slots, size_t max_len, size_t sources, size_t max_src);
+
 }  // namespace chimera
