@@ -327,6 +327,35 @@ export function logSoftmax(x: Float32Array, cols: number): Float32Array {
   return x;
 }
 
+export interface TopkOptions {
+  /** Return log_softmax values (exactly what logSoftmax() would write for those entries) instead of x's. */
+  logSoftmax?: boolean;
+  outIdx?: Int32Array;
+  outVal?: Float32Array;
+}
+
+/**
+ * Per row of x ([rows, cols]): the k largest entries in descending order, ties broken by the lower index (so k = 1
+ * is an argmax keeping the first maximum), NaN counted as -Infinity. x is not modified. A row of all -Infinity gives
+ * -Infinity values.
+ */
+export function topk(x: Float32Array, rows: number, cols: number, k: number, opts: TopkOptions = {}): { idx: Int32Array; val: Float32Array } {
+  checkF32('x', x);
+  checkDim('rows', rows);
+  checkDim('cols', cols);
+  checkDim('k', k);
+  if (k > cols) fail('E_RANGE', `k must be in 1..cols (${cols}), got ${k}`);
+  if (x.length !== rows * cols) fail('E_SHAPE', `x has length ${x.length}, expected rows * cols = ${rows * cols}`);
+  const idx = opts.outIdx ?? new Int32Array(rows * k);
+  const val = opts.outVal ?? new Float32Array(rows * k);
+  if (!(idx instanceof Int32Array)) fail('E_DTYPE', `outIdx must be an Int32Array, got ${describe(idx)}`);
+  checkF32('outVal', val);
+  if (idx.length !== rows * k) fail('E_SHAPE', `outIdx has length ${idx.length}, expected rows * k = ${rows * k}`);
+  if (val.length !== rows * k) fail('E_SHAPE', `outVal has length ${val.length}, expected rows * k = ${rows * k}`);
+  call(() => native().topkRows(x, rows, cols, k, opts.logSoftmax === true, idx, val));
+  return { idx, val };
+}
+
 // ---------------------------------------------------------------------------------------------- quantisation
 
 /**

@@ -61,6 +61,20 @@ export interface NativeBinding {
     logits: Float32Array, hidden: Float32Array | null, taps?: Float32Array | null,
   ): void;
   marianCopySlot(state: object, from: number, to: number, len: number): void;
+  /** Reshapes a decoder state in place (the handle stays valid); kept slots and sources keep their contents. */
+  marianStateResize(state: object, slots: number, maxLen: number, sources: number, maxSrc: number): void;
+  marianStateInfo(state: object): { slots: number; maxLen: number; sources: number; maxSrc: number; bytes: number };
+  /** Marks a source slot as not encoded: no step can attend to it until it is encoded again. */
+  marianReleaseSource(state: object, src: number): void;
+  /** Per row: the k largest values, descending, ties to the lower index, NaN as -Infinity; x is not modified. */
+  topkRows(x: Float32Array, rows: number, cols: number, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array): void;
+  /** One query row per row against its own keys (kv + rowOffsets[r], rows ldkv apart, values vOff further). */
+  decodeAttention(
+    q: Float32Array, kv: Float32Array, rowOffsets: Int32Array, ldkv: number, vOff: number, lens: Int32Array,
+    heads: number, hd: number, out: Float32Array,
+  ): void;
+  /** Multiply-adds per second / 1e9 of one core on independent chains of the given kind. */
+  peakProbe(kind: 'vnni' | 'avx2-int8' | 'fma', ms: number): number;
   allocArena(bytes: number): ArrayBuffer;
   mapFile(path: string): ArrayBuffer | null;
   toHalf(src: Float32Array, dst: Uint16Array): void;
