@@ -38,6 +38,10 @@ commands:
                        BLEU beside the fp32 control, peak memory; writes report.md, report.json, ttft.svg
                          --model DIR  [--src F  --ref F]  [--out DIR (default assess-report)]  [--beam N]
                          [--limit N (default 100)]  [--max-length N (default 128)]   (needs onnxruntime-node)
+  serve                the translation server (HTTP; SSE streaming, LibreTranslate API, /metrics, /ready);
+                       \`chimera serve --help\` lists its options and their environment variables
+                         [--model DIR|FILE  --host 127.0.0.1  --port 8080  --precision P  --threads N  --max-queue N
+                          --cache-mb MB  --redis URL  --max-text-bytes N  --shutdown-timeout-s S  --api-keys FILE]
   info                 CPU features, the kernel path in use and the thread count
   selftest             run every kernel on every ISA this CPU supports against a plain reference
 
@@ -163,6 +167,7 @@ async function makeModelCmd(p: Parsed): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'serve') return (await import('./commands/serve')).serveCommand(argv.slice(1));
   const p = parse(argv);
   const isa = p.flags.get('isa');
   if (isa !== undefined) setIsa(isa as Isa);

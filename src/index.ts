@@ -19,3 +19,4 @@ export { tuneLayerNorms, activationMse, restoreLayerNorms } from './quality/tune
 export type { TuneLnOptions, TuneLnResult } from './quality/tune-ln';
 export { exportMarianOnnx, buildMarianOnnx, ONNX_FILES } from './onnx/export-marian';
 export type { OnnxExportOptions, OnnxExportResult, MarianOnnxGraphs } from './onnx/export-marian';
+export { createServer, chimeraPlugin, RedisCacheTier, type CreateServerOptions, type ServerOptions, type ChimeraServer, type ChimeraHandle, type RedisCacheTierOptions } from './server';
