@@ -1030,6 +1030,7 @@ static inline void decode_scores(const float* q, const float* k, size_t ldk, siz
   }
 }
 
+constexpr size_t kCacheLine = 64;  // bytes
 // Tasks [t0, t1) of a decoder step's attention, task t = row * heads + head: one query row against that row's
 // own keys. Each task's result depends only on its own row, never on which other rows are in the batch.
 static void decode_attention(const DecodeAttention& a, size_t t0, size_t t1, float* scores) {
@@ -1041,6 +1042,19 @@ static void decode_attention(const DecodeAttention& a, size_t t0, size_t t1, flo
     const float* k = a.kv[r] + h * hd;
     const float* v = k + a.v_off;
     const size_t n = static_cast<size_t>(a.len[r]);
+#if CHIMERA_LEVEL > 0
+    // Each task reads hd floats out of every K|V row, rows a whole state row apart: no stream the hardware
+    // prefetchers follow. Ask for the next task's lines now, so they arrive while this one computes.
+    if (t + 1 < t1) {
+      const size_t rn = (t + 1) / a.heads, hn = (t + 1) % a.heads, nn = static_cast<size_t>(a.len[rn]);
+      const char* kn = reinterpret_cast<const char*>(a.kv[rn] + hn * hd);
+      for (size_t jj = 0; jj < nn; ++jj)
+        for (size_t b = 0; b < hd * sizeof(float); b += kCacheLine) {
+          _mm_prefetch(kn + jj * a.ldkv * sizeof(float) + b, _MM_HINT_T0);
+          _mm_prefetch(kn + (jj * a.ldkv + a.v_off) * sizeof(float) + b, _MM_HINT_T0);
+        }
+    }
+#endif
     size_t j = 0;
     for (; j + 4 <= n; j += 4) decode_scores<4>(q, k, a.ldkv, hd, j, scores);
     for (; j < n; ++j) decode_scores<1>(q, k, a.ldkv, hd, j, scores);
