@@ -143,3 +143,28 @@ describe('API keys', () => {
     expect(() => readApiKeys(join(dir, 'empty'))).toThrow(/no keys/);
   });
 });
+
+describe('embedding: chimeraPlugin in an app of its own, under a prefix', () => {
+  it('routes, keys and public routes under the prefix; the host app\'s own routes untouched', async () => {
+    const Fastify = (await import('fastify')).default;
+    const { chimeraPlugin } = await import('../src/server');
+    const host = Fastify();
+    host.get('/mine', async () => ({ mine: true }));
+    await host.register(chimeraPlugin, { translator, apiKeys: [KEYS[0]], sourceLang: 'en', targetLang: 'de', prefix: '/mt' });
+    const base = await host.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      expect((await fetch(base + '/mine')).status).toBe(200);
+      expect((await fetch(base + '/mt/health')).status).toBe(200);
+      expect((await fetch(base + '/mt/ready')).status).toBe(200);
+      expect((await postJson(base, '/mt/v1/translate', { text: 'A dog runs.' })).status).toBe(401);
+      const r = await postJson(base, '/mt/v1/translate', { text: 'A dog runs.' }, { authorization: `Bearer ${KEYS[0]}` });
+      expect(r.status).toBe(200);
+      expect(r.json.translations[0].text).toMatch(/Hund/);
+      const doc = await (await fetch(base + '/mt/openapi.json', { headers: { authorization: `Bearer ${KEYS[0]}` } })).json();
+      expect(doc.paths['/mt/v1/translate'].post.security).toBeDefined();
+      expect(doc.paths['/mt/health'].get.security).toBeUndefined();
+    } finally {
+      await host.close();
+    }
+  });
+});

@@ -11,7 +11,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ChimeraError } from '../errors';
 import { ServerError } from './errors';
 
-export const PUBLIC_ROUTES = new Set(['/health', '/ready', '/languages']);
 
 /** Reads a keys file: one key per line; blank lines and lines starting with # are ignored. */
 export function readApiKeys(file: string): string[] {
@@ -60,8 +59,8 @@ export function requestKey(req: FastifyRequest): string | undefined {
 
 export function authHook(keys: KeyRing) {
   return async (req: FastifyRequest): Promise<void> => {
-    const route = req.routeOptions.url ?? req.url.split('?')[0];
-    if (PUBLIC_ROUTES.has(route)) return;
+    // routes marked public in their config (/health, /ready, /languages), under any prefix
+    if ((req.routeOptions.config as { chimeraPublic?: boolean } | undefined)?.chimeraPublic) return;
     const key = requestKey(req);
     if (key === undefined) throw new ServerError(401, 'E_UNAUTHORIZED', 'an API key is required (Authorization: Bearer KEY, or api_key)');
     if (!keys.has(key)) throw new ServerError(403, 'E_FORBIDDEN', 'the API key is not valid');

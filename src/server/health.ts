@@ -5,6 +5,7 @@ import type { ChimeraContext } from './context';
 export async function healthRoutes(app: FastifyInstance, opts: { ctx: ChimeraContext }): Promise<void> {
   const { ctx } = opts;
   app.get('/health', {
+    config: { chimeraPublic: true, chimeraAlwaysOpen: true },
     schema: {
       summary: 'Liveness: 200 while the process runs',
       tags: ['operations'],
@@ -13,6 +14,7 @@ export async function healthRoutes(app: FastifyInstance, opts: { ctx: ChimeraCon
   }, async () => ({ status: 'ok' }));
 
   app.get('/ready', {
+    config: { chimeraPublic: true, chimeraAlwaysOpen: true },
     schema: {
       summary: 'Readiness: 200 when the model is loaded and the server is not draining, else 503',
       tags: ['operations'],

@@ -36,8 +36,6 @@ export function demoModelDir(): string {
   return path.resolve(__dirname, '..', '..', 'models', 'marian-m30k-en-de');
 }
 
-const ALWAYS_OPEN = new Set(['/health', '/ready']);
-
 /** Loads (or adopts) the Translator and registers every chimera route in this (encapsulated) scope. */
 export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions & { ctx?: ChimeraContext }): Promise<void> {
   const ctx = options.ctx ?? createContext(options);
@@ -98,7 +96,7 @@ export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions
   // Draining: everything but liveness and readiness answers 503 (and asks the client not to reuse the connection)
   app.addHook('onRequest', async (req, reply) => {
     if (!(ctx.draining || ctx.closed)) return;
-    if (ALWAYS_OPEN.has(req.routeOptions.url ?? '')) return;
+    if ((req.routeOptions.config as { chimeraAlwaysOpen?: boolean } | undefined)?.chimeraAlwaysOpen) return;
     reply.header('connection', 'close');
     throw new ServerError(503, 'E_DRAINING', 'the server is shutting down', 5);
   });

@@ -41,6 +41,7 @@ export async function libreTranslateRoutes(app: FastifyInstance, opts: { ctx: Ch
   });
 
   app.get('/languages', {
+    config: { chimeraPublic: true },
     schema: {
       summary: 'LibreTranslate: the language pairs this server translates',
       tags: ['libretranslate'],

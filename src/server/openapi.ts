@@ -10,6 +10,7 @@ interface Collected {
   method: string;
   url: string;
   schema: Record<string, unknown>;
+  isPublic: boolean;
 }
 
 const ERROR_STATUSES: Record<string, string> = {
@@ -42,10 +43,10 @@ export function buildOpenApi(routes: Collected[], ctx: ChimeraContext, secured: 
       else responses[code] = { description: (rs?.description as string) ?? '', content: { 'application/json': { schema: refToComponent(rs) } } };
     }
     const lt = (s.tags as string[] | undefined)?.includes('libretranslate');
-    if (r.url !== '/health' && r.url !== '/metrics' && r.url !== '/openapi.json')
+    if (!/\/(health|metrics|openapi\.json)$/.test(r.url))
       for (const [code, d] of Object.entries(ERROR_STATUSES)) {
         if (responses[code]) continue;
-        if ((code === '401' || code === '403') && (!secured || r.url === '/ready' || r.url === '/languages')) continue;
+        if ((code === '401' || code === '403') && (!secured || r.isPublic)) continue;
         if (r.method === 'GET' && code !== '503' && code !== '401' && code !== '403') continue;
         responses[code] = {
           description: d,
@@ -57,7 +58,7 @@ export function buildOpenApi(routes: Collected[], ctx: ChimeraContext, secured: 
       const consumes = (s.consumes as string[] | undefined) ?? ['application/json'];
       op.requestBody = { required: true, content: Object.fromEntries(consumes.map((c) => [c, { schema: refToComponent(s.body) }])) };
     }
-    if (secured && !['/health', '/ready', '/languages'].includes(r.url)) op.security = [{ bearer: [] }];
+    if (secured && !r.isPublic) op.security = [{ bearer: [] }];
     (paths[r.url] ??= {})[r.method.toLowerCase()] = op;
   }
   return {
@@ -80,7 +81,8 @@ export async function openApiPlugin(app: FastifyInstance, opts: { ctx: ChimeraCo
   const routes: Collected[] = [];
   app.addHook('onRoute', (r: RouteOptions) => {
     const methods = Array.isArray(r.method) ? r.method : [r.method];
-    for (const m of methods) if (m !== 'HEAD') routes.push({ method: m, url: r.url, schema: (r.schema as Record<string, unknown>) ?? {} });
+    const isPublic = !!(r.config as { chimeraPublic?: boolean } | undefined)?.chimeraPublic;
+    for (const m of methods) if (m !== 'HEAD') routes.push({ method: m, url: r.url, schema: (r.schema as Record<string, unknown>) ?? {}, isPublic });
   });
   let doc: Record<string, unknown> | null = null;
   app.get('/openapi.json', { schema: { summary: 'This document', tags: ['operations'] } as FastifySchema }, async () => (doc ??= buildOpenApi(routes, opts.ctx, opts.secured)));
