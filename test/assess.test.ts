@@ -43,6 +43,7 @@ describe('chimera assess', () => {
       expect(e.ttft_p50_ms).toBeGreaterThan(0);
       expect(e.ttft_p95_ms).toBeGreaterThanOrEqual(e.ttft_p50_ms);
       expect(e.sequential_qps).toBeGreaterThan(0);
+      expect(e.concurrent_qps).toBeGreaterThan(0);
       expect(e.peak_rss_mb).toBeGreaterThan(10);
       expect(typeof e.bleu).toBe('number');
     }
@@ -52,6 +53,7 @@ describe('chimera assess', () => {
     const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
     expect(md).toContain('| onnxruntime | int8 |');
     expect(md).toContain('TTFT p95');
+    expect(md).toContain('concurrent QPS');
     const svg = fs.readFileSync(path.join(out, 'ttft.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     expect((svg.match(/<rect /g) ?? []).length).toBeGreaterThanOrEqual(7);

@@ -3,7 +3,7 @@
  * Every chimera tier (fp32, fp16, int8) and stock onnxruntime-node on the same weights (fp32, and int8 as
  * quantize_dynamic emits it; exported by src/onnx/export-marian.ts, run by src/onnx/ort-marian.ts with the same
  * search) translate the same sentences one at a time, interleaved sentence by sentence, at the same thread count.
- * Reported per engine: TTFT p50/p95, sentence latency p50/p95, sequential QPS, BLEU (with --ref) beside the fp32
+ * Reported per engine: TTFT p50/p95, sentence latency p50/p95, sequential and concurrent QPS, BLEU (with --ref) beside the fp32
  * control, agreement with the fp32 control, load time and peak memory (each engine alone in a child process);
  * every chimera figure beside onnxruntime's. Writes report.md, report.json and ttft.svg into --out.
  *
@@ -58,6 +58,12 @@ interface EngineStats {
   latency_p95_ms: number;
   /** Sentences per second, one at a time (1000 / mean latency). */
   sequential_qps: number;
+  /**
+   * Sentences per second with every sentence submitted at once as its own request: chimera through a Translator
+   * (continuous batching, cache off), as `chimera serve` runs it; onnxruntime one request at a time, as a plain
+   * server awaiting its loop runs it (so equal to its sequential QPS).
+   */
+  concurrent_qps: number | null;
   tokens_per_s: number;
   load_ms: number;
   peak_rss_mb: number | null;
@@ -67,6 +73,24 @@ interface EngineStats {
   bleu_delta_vs_fp32: number | null;
   /** Share of sentences whose output equals chimera fp32's. */
   same_as_fp32: number;
+}
+
+/**
+ * Sentences per second through a Translator (the worker `chimera serve` runs) with every sentence submitted at
+ * once as its own request, after a warm-up; the sentence cache is off so every sentence is decoded.
+ */
+async function concurrentQps(modelDir: string, tier: Precision, texts: string[], threads: number, beam: number, maxLength: number): Promise<number> {
+  const { Translator } = await import('../translator');
+  const load = Translator.load as (dir: string, o: Record<string, unknown>) => ReturnType<typeof Translator.load>;
+  const t = await load(modelDir, { precision: tier, threads, cacheBytes: 0 });
+  try {
+    await Promise.all(texts.slice(0, 4).map((x) => t.translate(x, { beam, maxLength })));
+    const t0 = performance.now();
+    await Promise.all(texts.map((x) => t.translate(x, { beam, maxLength })));
+    return (1000 * texts.length) / (performance.now() - t0);
+  } finally {
+    await t.close();
+  }
 }
 
 function quantile(xs: number[], q: number): number {
@@ -253,6 +277,13 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
     for (const o of orts.values()) await o.release();
     orts.clear();
 
+    // 3b. concurrent QPS: every sentence at once, each its own request, through a Translator per chimera tier
+    const concurrent = new Map<string, number>();
+    for (const [i, tier] of TIERS.entries()) {
+      ui.update('concurrent QPS (all sentences at once through a Translator)', i, TIERS.length);
+      concurrent.set(tier, await concurrentQps(modelDir, tier, src.filter((l) => l.trim() !== ''), threads, beam, maxNewTokens));
+    }
+
     // 4. peak memory, each engine alone in a child process
     const probeSrc = ids.slice(0, Math.min(20, ids.length));
     const baseJob = { model: path.resolve(modelDir), threads, sources: probeSrc, beam, maxNewTokens };
@@ -282,6 +313,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
         ttft_p50_ms: quantile(r.ttft, 0.5), ttft_p95_ms: quantile(r.ttft, 0.95),
         latency_p50_ms: quantile(r.total, 0.5), latency_p95_ms: quantile(r.total, 0.95),
         sequential_qps: (1000 * r.total.length) / sum, tokens_per_s: (1000 * r.tokens) / sum,
+        concurrent_qps: e.engine === 'chimera' ? concurrent.get(e.tier) ?? null : (1000 * r.total.length) / sum,
         load_ms: loadMs.get(`${e.engine}:${e.tier}`) ?? NaN,
         peak_rss_mb: Number.isFinite(m.peakRssMb) ? m.peakRssMb : null,
         rss_after_load_mb: Number.isFinite(m.rssAfterLoadMb) ? m.rssAfterLoadMb : null,
@@ -296,6 +328,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
         tier: t, ort_tier: o,
         ttft_p50_ratio: a1.ttft_p50_ms / b.ttft_p50_ms, ttft_p95_ratio: a1.ttft_p95_ms / b.ttft_p95_ms,
         latency_p50_ratio: a1.latency_p50_ms / b.latency_p50_ms, qps_speedup: a1.sequential_qps / b.sequential_qps,
+        concurrent_qps_speedup: a1.concurrent_qps !== null && b.concurrent_qps !== null ? a1.concurrent_qps / b.concurrent_qps : null,
         peak_rss_ratio: a1.peak_rss_mb !== null && b.peak_rss_mb !== null ? a1.peak_rss_mb / b.peak_rss_mb : null,
         bleu_delta: a1.bleu !== null && b.bleu !== null ? a1.bleu - b.bleu : null,
       };
@@ -317,8 +350,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
       src: srcFile ? path.resolve(srcFile) : '(built-in sentences)',
       ref: refFile ? path.resolve(refFile) : null,
       protocol: 'same weights (exported to ONNX opset 17), same sentences, same thread count (ORT intraOpNumThreads, interOpNumThreads 1, sequential, graphOptimizationLevel all); one sentence at a time, engines interleaved sentence by sentence after a warm-up; peak memory: each engine alone in a child process',
-      concurrent_qps: null as null | number,
-      concurrent_qps_note: 'not measured: there is no server yet (sequential QPS only)',
+      concurrent_qps_note: 'every sentence submitted at once, each as its own request; chimera through a Translator (continuous batching, sentence cache off, as chimera serve runs it), onnxruntime one request at a time as a plain server awaiting its loop serves it (equal to its sequential QPS)',
       baseline_rss_mb: Number.isFinite(mem[0].peakRssMb) ? mem[0].peakRssMb : null,
       engines: stats,
       comparisons,
@@ -343,7 +375,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
 function markdown(
   r: { model: string; geometry: Record<string, number>; machine: Record<string, string | number>; threads: number; search: { beam: number; max_new_tokens: number }; sentences: number; src: string; ref: string | null; protocol: string; baseline_rss_mb: number | null; concurrent_qps_note: string },
   stats: EngineStats[],
-  comparisons: { tier: string; ort_tier: string; ttft_p50_ratio: number; ttft_p95_ratio: number; latency_p50_ratio: number; qps_speedup: number; peak_rss_ratio: number | null; bleu_delta: number | null }[],
+  comparisons: { tier: string; ort_tier: string; ttft_p50_ratio: number; ttft_p95_ratio: number; latency_p50_ratio: number; qps_speedup: number; concurrent_qps_speedup: number | null; peak_rss_ratio: number | null; bleu_delta: number | null }[],
 ): string {
   const g = r.geometry;
   const L: string[] = [
@@ -359,9 +391,9 @@ function markdown(
     '',
     '## Latency, throughput, memory',
     '',
-    '| engine | tier | TTFT p50 (ms) | TTFT p95 (ms) | sentence p50 (ms) | sentence p95 (ms) | sequential QPS | tokens/s | load (ms) | RSS after load (MB) | peak RSS (MB) |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...stats.map((s) => `| ${s.engine} | ${s.tier} | ${f(s.ttft_p50_ms, 2)} | ${f(s.ttft_p95_ms, 2)} | ${f(s.latency_p50_ms, 1)} | ${f(s.latency_p95_ms, 1)} | ${f(s.sequential_qps, 1)} | ${f(s.tokens_per_s, 0)} | ${f(s.load_ms, 0)} | ${f(s.rss_after_load_mb, 0)} | ${f(s.peak_rss_mb, 0)} |`),
+    '| engine | tier | TTFT p50 (ms) | TTFT p95 (ms) | sentence p50 (ms) | sentence p95 (ms) | sequential QPS | concurrent QPS | tokens/s | load (ms) | RSS after load (MB) | peak RSS (MB) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...stats.map((s) => `| ${s.engine} | ${s.tier} | ${f(s.ttft_p50_ms, 2)} | ${f(s.ttft_p95_ms, 2)} | ${f(s.latency_p50_ms, 1)} | ${f(s.latency_p95_ms, 1)} | ${f(s.sequential_qps, 1)} | ${f(s.concurrent_qps, 1)} | ${f(s.tokens_per_s, 0)} | ${f(s.load_ms, 0)} | ${f(s.rss_after_load_mb, 0)} | ${f(s.peak_rss_mb, 0)} |`),
     '',
     `RSS and peak RSS are each engine alone in a fresh process (Node.js with both runtimes loaded and no model: ${f(r.baseline_rss_mb, 0)} MB); the peak includes loading (chimera reads the fp32 checkpoint, then packs it). Concurrent QPS: ${r.concurrent_qps_note}.`,
     '',
@@ -369,9 +401,9 @@ function markdown(
     '',
     'Ratios are chimera / onnxruntime: below 1 is better for TTFT, latency and memory; QPS speed-up above 1 is better.',
     '',
-    '| chimera tier | onnxruntime tier | TTFT p50 | TTFT p95 | sentence p50 | QPS speed-up | peak RSS | BLEU Δ |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
-    ...comparisons.map((c) => `| ${c.tier} | ${c.ort_tier} | ${f(c.ttft_p50_ratio, 2)} | ${f(c.ttft_p95_ratio, 2)} | ${f(c.latency_p50_ratio, 2)} | ${f(c.qps_speedup, 2)} | ${f(c.peak_rss_ratio, 2)} | ${c.bleu_delta === null ? '–' : (c.bleu_delta >= 0 ? '+' : '') + c.bleu_delta.toFixed(2)} |`),
+    '| chimera tier | onnxruntime tier | TTFT p50 | TTFT p95 | sentence p50 | QPS speed-up | concurrent QPS speed-up | peak RSS | BLEU Δ |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...comparisons.map((c) => `| ${c.tier} | ${c.ort_tier} | ${f(c.ttft_p50_ratio, 2)} | ${f(c.ttft_p95_ratio, 2)} | ${f(c.latency_p50_ratio, 2)} | ${f(c.qps_speedup, 2)} | ${f(c.concurrent_qps_speedup, 2)} | ${f(c.peak_rss_ratio, 2)} | ${c.bleu_delta === null ? '–' : (c.bleu_delta >= 0 ? '+' : '') + c.bleu_delta.toFixed(2)} |`),
     '',
     '## Quality',
     '',
