@@ -4,7 +4,7 @@
  * a batch of rows, each at a realistic position (16) against its own source of 24 tokens: what continuous
  * batching runs every tick. Reports ms per step (median of interleaved repetitions), the GEMM multiply-adds per
  * step counted from the geometry, GMAC/s, and the share of the machine's int8 ceiling (measured at run time by
- * the native peak probe, times the thread count).
+ * the native peak probe, times the thread count: the int8 ceiling for int8, the fp32 FMA ceiling otherwise).
  *
  *   npm run bench:step -- [--json FILE] [--threads 1,2] [--rows 1,8,32,64] [--tiers int8,fp32] [--reps N] [--model DIR]
  */
@@ -35,7 +35,8 @@ export interface StepRow {
 
 export interface StepReport {
   isa: string;
-  probe: { kind: string; gmacs_per_core: number } | null;
+  /** int8 ceiling (VNNI, else AVX2 int8) and fp32 FMA ceiling, GMAC/s of one core */
+  probe: { kind: string; gmacs_per_core: number; fma_gmacs_per_core: number } | null;
   rows: StepRow[];
 }
 
@@ -117,8 +118,8 @@ export async function stepReport(opts: StepOptions = {}): Promise<StepReport> {
   let probe: StepReport['probe'] = null;
   if (typeof nb.peakProbe === 'function') {
     const kind = isa === 'avx512vnni' || isa === 'amx' ? 'vnni' : isa === 'avx2' ? 'avx2-int8' : 'fma';
-    probe = { kind, gmacs_per_core: nb.peakProbe(kind, PROBE_MS) };
-    log(`peak probe (${kind}, one core): ${probe.gmacs_per_core.toFixed(1)} GMAC/s`);
+    probe = { kind, gmacs_per_core: nb.peakProbe(kind, PROBE_MS), fma_gmacs_per_core: nb.peakProbe('fma', PROBE_MS) };
+    log(`peak probe (one core): ${kind} ${probe.gmacs_per_core.toFixed(1)} GMAC/s, fma ${probe.fma_gmacs_per_core.toFixed(1)} GFMA/s`);
   } else {
     log('peak probe: not in this build');
   }
@@ -155,7 +156,8 @@ export async function stepReport(opts: StepOptions = {}): Promise<StepReport> {
         const ms = median(times[i]);
         const gemm = gemmRow * b.rows;
         const gmacs = gemm / (ms * 1e6);
-        const ceiling = probe ? probe.gmacs_per_core * t : null;
+        // int8 against the int8 ceiling; fp32 / fp16 (computed in fp32) against the FMA ceiling
+        const ceiling = probe ? (tier === 'int8' ? probe.gmacs_per_core : probe.fma_gmacs_per_core) * t : null;
         const row: StepRow = {
           tier, threads: t, rows: b.rows, ms, gemm_macs: gemm, attn_macs: attnRow * b.rows, gmacs,
           ceiling_gmacs: ceiling, pct_of_ceiling: ceiling ? (100 * gmacs) / ceiling : null,
