@@ -13,6 +13,10 @@ commands:
                          --model DIR  --precision fp32|fp16|int8  --beam N  --max-length N
   convert DIR FILE     pack a Hugging Face model directory into one file that loads fast
                          --precision fp32|fp16|int8
+                         --to safetensors  (instead: write a standard model.safetensors; FILE ending in
+                         .safetensors is the file, else a directory that also gets config and tokenizer files)
+  pull ORG/NAME[@REV]  download config, tokenizer and weights into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN);
+                       afterwards --model ORG/NAME loads offline.  --revision R  --cache-dir DIR  --quiet
   export-onnx DIR OUT  write the model as standard ONNX (opset 17) in Optimum's layout: encoder_model.onnx,
                        decoder_model.onnx, decoder_with_past_model.onnx (the same weights, for onnxruntime)
                          [--int8 (quantize_dynamic-style DynamicQuantizeLinear + MatMulInteger Linears)]
@@ -124,9 +128,19 @@ async function translate(p: Parsed): Promise<number> {
 }
 
 async function convert(p: Parsed): Promise<number> {
-  takeFlags(p, ['precision']);
+  takeFlags(p, ['precision', 'to']);
   const [dir, file] = p.positional;
   if (!dir || !file || p.positional.length > 2) throw new ChimeraError('E_ARG', `convert takes a model directory and an output file\n${USAGE}`);
+  const to = p.flags.get('to');
+  if (to === 'safetensors') {
+    if (p.flags.has('precision')) throw new ChimeraError('E_ARG', '--to safetensors keeps the checkpoint\'s dtypes; --precision applies to packed files');
+    const { convertToSafetensors } = await import('./model/to-safetensors');
+    const { resolveModelSource } = await import('./model/hub-cache');
+    const r = convertToSafetensors(resolveModelSource(dir), file);
+    console.log(`wrote ${r.file}: ${r.tensors} tensors, ${(r.bytes / 1048576).toFixed(1)} MiB${r.copied.length ? `; copied ${r.copied.join(', ')}` : ''}`);
+    return 0;
+  }
+  if (to !== undefined && to !== 'chimera') throw new ChimeraError('E_ARG', `--to must be safetensors or chimera, got ${to}`);
   const { MarianModel } = await import('./marian');
   const { ProgressBar } = await import('./progress');
   const precision = (p.flags.get('precision') ?? 'int8') as 'int8';
@@ -167,6 +181,7 @@ async function makeModelCmd(p: Parsed): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'pull') return (await import('./commands/pull')).pullCommand(argv.slice(1));
   if (argv[0] === 'serve') return (await import('./commands/serve')).serveCommand(argv.slice(1));
   const p = parse(argv);
   const isa = p.flags.get('isa');

@@ -12,6 +12,7 @@ import { readMarianConfig, type MarianConfig } from './model/config';
 import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } from './model/weights';
 import { MarianTokenizer, readTokenizerFiles } from './model/tokenizer';
 import { isPackedModelFile, readPackedModel, writePackedModel } from './model/packed-file';
+import { resolveModelSource } from './model/hub-cache';
 
 export type Precision = 'fp32' | 'fp16' | 'int8';
 export interface PrecisionPlan {
@@ -169,6 +170,7 @@ export class MarianModel {
     const t0 = performance.now();
     if (typeof source !== 'string' || source === '')
       throw new ChimeraError('E_MODEL', `the model must be a directory or packed file path, got ${String(source)}`);
+    source = resolveModelSource(source); // a Hugging Face repo id -> its snapshot in the local cache (offline)
     let st: fs.Stats | undefined;
     try {
       st = fs.statSync(source);

@@ -1,10 +1,17 @@
 /**
- * Loads the weights of a Hugging Face MarianMTModel checkpoint into typed fp32 arrays, checking every tensor
- * against the config. Sinusoidal position tables (`embed_positions`) are never read: they are computed.
+ * Loads the weights of a Hugging Face MarianMTModel checkpoint (safetensors or pytorch_model.bin, see
+ * ./checkpoint.ts) into typed fp32 arrays, checking every tensor against the config.
+ *
+ * Position tables: Marian's are sinusoidal and the engine computes them, so the loader never uses the saved
+ * ones. Older checkpoints (every Helsinki-NLP pytorch_model.bin) still save `model.{encoder,decoder}.
+ * embed_positions.weight`; in a pytorch_model.bin each is checked against the formula (within the rounding of
+ * its dtype) so that a checkpoint with learned or otherwise different positions is refused with E_MODEL instead
+ * of silently computing another function. In safetensors they are ignored, as before.
  */
 import { ChimeraError } from '../errors';
 import type { MarianConfig } from './config';
-import { readSafetensors, readSafetensorsIndex, type FloatTensor, type TensorInfo } from './safetensors';
+import { openCheckpoint, type CheckpointTensor } from './checkpoint';
+import type { FloatTensor } from './safetensors';
 
 /** A PyTorch Linear: y = x W^T + b, W stored row-major [out, in]. */
 export interface Linear {
@@ -77,12 +84,51 @@ function shapeStr(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
 }
 
+export const POSITION_TABLES = ['model.encoder.embed_positions.weight', 'model.decoder.embed_positions.weight'] as const;
+
+/** Largest |saved - formula| accepted for a position table, by stored dtype (values lie in [-1, 1]). */
+const POSITION_TOLERANCE: Record<string, number> = { F32: 1e-4, F64: 1e-4, F16: 1e-3, BF16: 8e-3 };
+
 /**
- * Loads `<dir>/model.safetensors` (or a sharded `model.safetensors.index.json`) for `config`. Any missing tensor,
- * or one whose shape disagrees with the config, is an E_MODEL error naming it.
+ * transformers' MarianSinusoidalPositionalEmbedding: column j < d/2 holds sin(pos / 10000^(2j/d)), column
+ * d/2 + j holds cos of the same angle (for odd d the sin half has one more column).
+ */
+export function marianSinusoid(pos: number, col: number, d: number): number {
+  const half = d % 2 === 0 ? d / 2 : (d + 1) / 2;
+  const j = col < half ? col : col - half;
+  const angle = pos / Math.pow(10000, (2 * j) / d);
+  return col < half ? Math.sin(angle) : Math.cos(angle);
+}
+
+function checkPositions(name: string, t: FloatTensor, info: CheckpointTensor, config: MarianConfig): void {
+  const d = config.dModel;
+  const rows = t.shape[0];
+  if (t.shape.length !== 2 || t.shape[1] !== d || rows < 1)
+    throw new ChimeraError('E_MODEL', `${info.file}: tensor '${name}' has shape ${shapeStr(t.shape)}, expected [positions, ${d}]`);
+  const tol = POSITION_TOLERANCE[info.dtype] ?? 1e-4;
+  let worst = 0;
+  let at = [0, 0];
+  for (let p = 0; p < rows; p++) {
+    for (let c = 0; c < d; c++) {
+      const err = Math.abs(t.data[p * d + c] - marianSinusoid(p, c, d));
+      if (!(err <= worst)) {
+        worst = Number.isNaN(err) ? Infinity : err;
+        at = [p, c];
+      }
+    }
+  }
+  if (worst > tol)
+    throw new ChimeraError('E_MODEL',
+      `${info.file}: tensor '${name}' is not Marian's sinusoidal position table (position ${at[0]}, column ${at[1]} is off by ${worst.toExponential(2)}); chimera computes positions and cannot use learned ones`);
+}
+
+/**
+ * Loads the checkpoint of `dir` (model.safetensors, pytorch_model.bin, or a sharded index of either) for
+ * `config`. Any missing tensor, or one whose shape disagrees with the config, is an E_MODEL error naming it.
  */
 export function loadMarianWeights(dir: string, config: MarianConfig): MarianWeights {
-  const index = readSafetensorsIndex(dir);
+  const checkpoint = openCheckpoint(dir);
+  const index = checkpoint.tensors;
   const embedSource = EMBEDDING_NAMES.find((n) => index.has(n));
   if (!embedSource) throw new ChimeraError('E_MODEL', `${dir}: no embedding tensor (looked for ${EMBEDDING_NAMES.join(', ')})`);
   const wanted = new Set([embedSource, ...marianTensorNames(config)]);
@@ -91,8 +137,12 @@ export function loadMarianWeights(dir: string, config: MarianConfig): MarianWeig
     const more = missing.length > 5 ? ` and ${missing.length - 5} more` : '';
     throw new ChimeraError('E_MODEL', `${dir}: missing tensor ${missing.slice(0, 5).map((n) => `'${n}'`).join(', ')}${more}`);
   }
-  const tensors = readSafetensors(dir, wanted);
-  const infoOf = (name: string): TensorInfo => index.get(name)!;
+  // Only pytorch_model.bin files are checked: transformers never writes the tables into safetensors (they are in
+  // _keys_to_ignore_on_save), and a safetensors file that has them keeps the earlier rule, ignored.
+  const positions = checkpoint.format === 'pytorch' ? POSITION_TABLES.filter((n) => index.has(n)) : [];
+  const tensors = checkpoint.read([...wanted, ...positions]);
+  const infoOf = (name: string): CheckpointTensor => index.get(name)!;
+  for (const n of positions) checkPositions(n, tensors.get(n)!, infoOf(n), config);
 
   const get = (name: string, shape: number[]): Float32Array => {
     const t = tensors.get(name) as FloatTensor;
