@@ -36,13 +36,13 @@ export function parseSse(text: string): SseEvent[] {
 }
 
 /**
- * Prometheus text exposition format, strictly: every sample line is `name{labels} value`, every metric has
- * HELP and TYPE before its samples. Returns samples keyed by `name{labels}`.
+ * Prometheus text exposition format, strictly: every sample line is `name{labels} value` (value as Go's
+ * ParseFloat reads it), every metric has a TYPE before its samples. Returns samples keyed by `name{labels}`.
  */
 export function parsePrometheus(text: string): Map<string, number> {
   const samples = new Map<string, number>();
   const typed = new Map<string, string>();
-  const sampleRe = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?(?:[0-9.eE+-]+|NaN|\+Inf|-Inf))(?: -?[0-9]+)?$/;
+  const sampleRe = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? ([+-]?(?:[0-9.eE+-]+|[Nn][Aa][Nn]|[Ii][Nn][Ff]))(?: -?[0-9]+)?$/;
   for (const line of text.split('\n')) {
     if (line === '') continue;
     if (line.startsWith('# HELP ')) continue;
@@ -57,8 +57,10 @@ export function parsePrometheus(text: string): Map<string, number> {
     if (!m) throw new Error(`not a Prometheus sample line: ${JSON.stringify(line)}`);
     const base = m[1].replace(/_(bucket|sum|count|total|created)$/, '');
     if (!typed.has(m[1]) && !typed.has(base) && !typed.has(m[1].replace(/_(bucket|sum|count)$/, ''))) throw new Error(`sample before its TYPE: ${line}`);
-    const v = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
-    if (Number.isNaN(v) && m[3] !== 'NaN') throw new Error(`bad value: ${line}`);
+    // Go's ParseFloat, as Prometheus reads values: NaN and Inf in any case (prom-client writes "Nan")
+    const low = m[3].toLowerCase();
+    const v = low === 'nan' ? NaN : low === 'inf' || low === '+inf' ? Infinity : low === '-inf' ? -Infinity : Number(m[3]);
+    if (Number.isNaN(v) && low !== 'nan') throw new Error(`bad value: ${line}`);
     samples.set(m[1] + (m[2] ?? ''), v);
   }
   return samples;
