@@ -11,16 +11,13 @@
  */
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { ChimeraError } from '../errors';
 import { authPlugin } from './auth';
 import { createContext, languagePair, type ChimeraContext, type ServerOptions } from './context';
 import { ServerError, toHttpError } from './errors';
 import { healthRoutes } from './health';
-import { libreTranslateRoutes } from './libretranslate';
-import { ServerMetrics, metricsPlugin } from './metrics';
 import { openApiPlugin } from './openapi';
-import { RedisCacheTier } from './redis-cache';
 import { translateRoutes } from './routes';
 import { errorSchema } from './schemas';
 import type { TranslatorLike, TranslatorLoadOptions } from './types';
@@ -40,6 +37,9 @@ export function demoModelDir(): string {
 export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions & { ctx?: ChimeraContext }): Promise<void> {
   const ctx = options.ctx ?? createContext(options);
   const opts = ctx.opts;
+  // the heavier modules (prom-client, ioredis, formbody) load with the first server, not with the package
+  const { ServerMetrics, metricsPlugin } = await import('./metrics');
+  const { libreTranslateRoutes } = await import('./libretranslate');
   ctx.metrics ??= new ServerMetrics(ctx, opts.defaultMetrics !== false);
 
   if (opts.translator) {
@@ -50,6 +50,7 @@ export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions
   } else {
     const model = opts.model ?? demoModelDir();
     if (opts.redis) {
+      const { RedisCacheTier } = await import('./redis-cache');
       const metrics = ctx.metrics;
       ctx.redis = new RedisCacheTier({
         url: opts.redis,
@@ -172,6 +173,8 @@ function loggerOptions(l: CreateServerOptions['logger']): FastifyServerOptions['
 /** A fastify instance serving one Translator; `await app.listen(...)` (or `app.ready()`) loads the model. */
 export function createServer(options: CreateServerOptions = {}): ChimeraServer {
   const ctx = createContext(options);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Fastify = (require('fastify') as typeof import('fastify')).default;
   const app = Fastify({
     logger: loggerOptions(options.logger),
     requestIdHeader: 'x-request-id',

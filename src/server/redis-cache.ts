@@ -5,7 +5,7 @@
  * reconnection in the background; errors are counted (`errors`, and the server's chimera_redis_errors_total)
  * and logged as a warning at most once per `warnEveryMs`.
  */
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import type { CachedSentence, SentenceCacheTier } from './types';
 
 export interface RedisCacheTierOptions {
@@ -35,7 +35,10 @@ export class RedisCacheTier implements SentenceCacheTier {
     this.ttlS = opts.ttlS ?? 86400;
     this.prefix = opts.prefix ?? 'chimera:';
     this.warnEveryMs = opts.warnEveryMs ?? 30_000;
-    this.client = new Redis(opts.url, {
+    // loaded on first use, so importing chimera-infer does not load ioredis
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const RedisClient = (require('ioredis') as { default: typeof Redis }).default;
+    this.client = new RedisClient(opts.url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       commandTimeout: opts.commandTimeoutMs ?? 100,
