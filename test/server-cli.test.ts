@@ -110,8 +110,9 @@ describe('SIGTERM drain in a child process', () => {
   it('in-flight requests complete, new ones get 503, exit code 0', async () => {
     const { url, logs, exit } = await serve({ CHIMERA_SHUTDOWN_TIMEOUT_S: '60', CHIMERA_LOG_LEVEL: 'info' });
     expect((await fetch(url + '/ready')).status).toBe(200);
-    const texts = Array.from({ length: 24 }, (_, i) => `A woman number ${i} in a green coat walks her dog along the beach.`);
-    const inflight = postJson(url, '/v1/translate', { texts, beam: 4 });
+    // a long request (high-temperature sampling rarely meets eos): still running while the checks below run
+    const texts = Array.from({ length: 8 }, (_, i) => `A woman number ${i} in a green coat walks her dog along the beach.`);
+    const inflight = postJson(url, '/v1/translate', { texts, sample: true, temperature: 50, seed: 4, maxLength: 150 });
     // wait until the server has the request (the in-flight gauge), then signal
     const seen = await eventually(async () => /chimera_inflight_requests 1/.test(await (await fetch(url + '/metrics')).text()), 20_000, 5);
     expect(seen).toBe(true);
@@ -121,7 +122,7 @@ describe('SIGTERM drain in a child process', () => {
     const fresh = await postJson(url, '/v1/translate', { text: 'A dog.' }).catch((e: Error) => e);
     const r = await inflight;
     expect(r.status).toBe(200);
-    expect(r.json.translations).toHaveLength(24);
+    expect(r.json.translations).toHaveLength(texts.length);
     expect(await exit).toBe(0);
     if (!(ready instanceof Error)) expect(ready.status).toBe(503);
     if (!(fresh instanceof Error)) {
@@ -130,6 +131,22 @@ describe('SIGTERM drain in a child process', () => {
     }
     expect(ready instanceof Error && fresh instanceof Error, 'the server answered while draining').toBe(false);
     expect(logs.join('\n')).toMatch(/"inTime":true/);
+  });
+
+  it('past --shutdown-timeout-s, requests still running are ended and the exit code is still 0', async () => {
+    const { url, exit } = await serve({ CHIMERA_LOG_LEVEL: 'info' }, ['--shutdown-timeout-s', '0.2']);
+    // high-temperature sampling rarely meets eos: 32 sentences of up to 250 tokens outlast 0.2 s
+    const texts = Array.from({ length: 32 }, (_, i) => `A man number ${i} rides a horse across a wide green field.`);
+    const inflight = postJson(url, '/v1/translate', { texts, sample: true, temperature: 50, seed: 1, maxLength: 250 }).catch((e: Error) => e);
+    const seen = await eventually(async () => /chimera_inflight_requests 1/.test(await (await fetch(url + '/metrics')).text()), 20_000, 5);
+    expect(seen).toBe(true);
+    const t0 = Date.now();
+    child!.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    const r = await inflight;
+    // either the 503 E_CLOSED answer or a cut connection, never a hang
+    if (!(r instanceof Error)) expect([200, 503]).toContain(r.status);
   });
 
   it('an idle server exits 0 at once on SIGINT; env vars configure it', async () => {

@@ -195,7 +195,14 @@ export function createServer(options: CreateServerOptions = {}): ChimeraServer {
       const s = timeoutS ?? options.shutdownTimeoutS ?? 30;
       app.log.info({ inflight: ctx.inflight, timeoutS: s }, 'draining');
       const ok = await ctx.waitIdle(s * 1000);
-      if (!ok) app.log.warn({ inflight: ctx.inflight }, 'shutdown timeout: closing with requests still in flight');
+      if (!ok) {
+        // Out of time: requests still running end now. A Translator the server owns is closed first, so they
+        // answer 503 (E_CLOSED); connections still open after a short grace are cut.
+        app.log.warn({ inflight: ctx.inflight }, 'shutdown timeout: closing with requests still in flight');
+        ctx.closed = true;
+        if (ctx.ownsTranslator) await ctx.translator?.close().catch(() => {});
+        if (!(await ctx.waitIdle(2000))) app.server.closeAllConnections?.();
+      }
       await app.close();
       return ok;
     },
