@@ -56,7 +56,7 @@ const MODELS: Record<string, ModelSpec> = {
   opus: {
     name: 'opus-mt-en-de geometry (random weights)',
     dir: async () => {
-      const dir = path.join(ROOT, '.tmp', 'models', 'opus');
+      const dir = path.join(ROOT, '.tmp', 'models', 'opus-mt-en-de-seed1'); // shared with bench:e2e
       if (!fs.existsSync(path.join(dir, 'model.safetensors'))) {
         console.log(`generating the OPUS-MT-geometry model in ${dir} (once)...`);
         const { makeModel } = await import('../src/model/make-model');
