@@ -8,14 +8,34 @@ export type ChimeraErrorCode =
   | 'E_NATIVE_LOAD' // the native addon could not be loaded
   | 'E_MODEL' // a model directory or file that is missing, malformed, hostile or unsupported
   | 'E_INPUT' // text or token input the model cannot take (empty, invalid ids, too long)
+  | 'E_BUSY' // the request queue is full: retry later (a server answers 429)
+  | 'E_CLOSED' // the Translator was closed before or while this request ran
   | 'E_NATIVE'; // the native layer refused the call (a bug if the JS checks passed)
+
+/**
+ * Why an E_INPUT was raised, for callers that map it (a server answers 413 for 'too_long', 400 otherwise):
+ * 'empty' (no text, or nothing translatable), 'too_long' (over the model's source length or a size cap),
+ * 'invalid' (ids outside the vocabulary, malformed input).
+ */
+export type ChimeraErrorReason = 'empty' | 'too_long' | 'invalid';
 
 export class ChimeraError extends Error {
   readonly code: ChimeraErrorCode;
-  constructor(code: ChimeraErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly reason?: ChimeraErrorReason;
+  constructor(code: ChimeraErrorCode, message: string, options?: { cause?: unknown; reason?: ChimeraErrorReason }) {
     super(message, options);
     this.name = 'ChimeraError';
     this.code = code;
+    if (options?.reason) this.reason = options.reason;
+  }
+}
+
+/** The error an aborted call rejects with: name 'AbortError' and code 'ABORT_ERR', as Node's own APIs use. */
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR';
+  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AbortError';
   }
 }
 

@@ -1,5 +1,5 @@
-export { ChimeraError } from './errors';
-export type { ChimeraErrorCode } from './errors';
+export { ChimeraError, AbortError } from './errors';
+export type { ChimeraErrorCode, ChimeraErrorReason } from './errors';
 export * from './kernels';
 export { MarianModel } from './marian';
 export type { Precision, PrecisionPlan, MarianLoadOptions, GenerateOptions, GenerateResult } from './marian';

@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import { ChimeraError, rethrowNative } from './errors';
 import { LayerNormParams, PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads } from './kernels';
 import { native } from './native';
-import { beamSearch, greedySearch, type SearchOptions, type SearchSpec, type StepRows } from './engine/search';
+import { checkSearchOptions, makeTopkJs, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
+import { Scheduler, type BatchModel } from './engine/scheduler';
 import { readMarianConfig, type MarianConfig } from './model/config';
 import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } from './model/weights';
 import { MarianTokenizer, readTokenizerFiles } from './model/tokenizer';
@@ -36,6 +37,8 @@ export interface MarianLoadOptions {
 export interface GenerateOptions extends Partial<Omit<SearchOptions, 'maxLength'>> {
   /** Generated tokens at most (the decoder start token not counted). */
   maxNewTokens?: number;
+  /** Called with (source index, token id) as soon as a token is decided (greedy and sampling). */
+  onToken?: (source: number, token: number) => void;
 }
 
 export interface GenerateResult {
@@ -44,6 +47,12 @@ export interface GenerateResult {
   /** Encoder plus first decoder step, in milliseconds. */
   ttftMs: number;
   totalMs: number;
+}
+
+interface BatchBindings {
+  marianStateResize(state: object, slots: number, maxLen: number, sources: number, maxSrc: number): void;
+  marianReleaseSource(state: object, src: number): void;
+  topkRows?(x: Float32Array, rows: number, cols: number, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array): void;
 }
 
 const ACT: Record<string, number> = { relu: 1, swish: 2, silu: 2, gelu: 3, gelu_new: 4 };
@@ -125,7 +134,6 @@ export class MarianModel {
   private readonly tokenizerFiles: Map<string, Uint8Array>;
   private state: object | null = null;
   private stateShape = { slots: 0, maxLen: 0, sources: 0, maxSrc: 0 };
-  private logits = new Float32Array(0);
 
   private constructor(
     config: MarianConfig, desc: Record<string, unknown>, precision: PrecisionPlan, tokenizerFiles: Map<string, Uint8Array>, t0: number,
@@ -305,20 +313,6 @@ export class MarianModel {
     return s;
   }
 
-  private stepper(state: object) {
-    const V = this.config.vocabSize;
-    return {
-      vocab: V,
-      step: (rows: StepRows): Float32Array => {
-        if (this.logits.length < rows.count * V) this.logits = new Float32Array(rows.count * V);
-        const logits = this.logits.subarray(0, rows.count * V);
-        native().marianStep(this.handle, state, rows.tokens, rows.slots, rows.positions, rows.sources, logits, null);
-        return logits;
-      },
-      copySlot: (from: number, to: number, len: number) => native().marianCopySlot(state, from, to, len),
-    };
-  }
-
   get searchSpec(): SearchSpec {
     const c = this.config;
     return { startId: c.decoderStartId, eosId: c.eosId, banned: [c.padId, ...c.badWordsIds.flat()].filter((v, i, a) => a.indexOf(v) === i), forceEosAtMax: c.forcedEosId !== null && c.forcedEosId === c.eosId };
@@ -328,21 +322,103 @@ export class MarianModel {
   generate(inputIds: number[][], opts: GenerateOptions = {}): GenerateResult {
     this.checkIds(inputIds);
     const t0 = performance.now();
-    const beam = opts.beam ?? 1;
-    // Checked here as well as in the search: the decoder state is sized by the beam before the search runs.
-    if (!Number.isInteger(beam) || beam < 1 || beam > 64) throw new ChimeraError('E_ARG', `beam must be an integer in 1..64, got ${beam}`);
-    const maxNew = opts.maxNewTokens ?? this.config.maxLength - 1;
-    if (!Number.isInteger(maxNew) || maxNew < 1) throw new ChimeraError('E_ARG', `maxNewTokens must be a positive integer, got ${maxNew}`);
-    const maxLength = Math.min(maxNew + 1, this.config.maxPositions);
+    const o = this.searchOptions(opts);
+    checkSearchOptions(o);
+    const batch = (this.genBatch ??= this.createBatch());
     const n = inputIds.length;
-    const maxSrc = Math.max(...inputIds.map((x) => x.length));
-    const state = this.ensureState(beam > 1 ? 2 * beam * n : n, maxLength, n, maxSrc);
-    this.encode(inputIds, state);
-    const encodedMs = performance.now() - t0;
-    const st = this.stepper(state);
-    const o: SearchOptions = { ...opts, beam, maxLength };
-    const r = beam > 1 ? beamSearch(st, n, this.searchSpec, o) : greedySearch(st, n, this.searchSpec, o);
-    return { ids: r.ids, ttftMs: encodedMs + r.firstTokenMs, totalMs: performance.now() - t0 };
+    const perSeq = (o.beam ?? 1) > 1 ? 2 * (o.beam ?? 1) : 1;
+    // generate() runs the whole batch at once: refuse up front what its decoder state could never hold
+    const bytes = batch.stateBytes(n * perSeq, o.maxLength, n, Math.max(...inputIds.map((x) => x.length)));
+    if (bytes > MarianModel.maxStateBytes)
+      throw new ChimeraError('E_INPUT', `request too large: its decoder state needs ${(bytes / 2 ** 30).toFixed(2)} GiB ` +
+        `(batch x beam x length); the limit is ${(MarianModel.maxStateBytes / 2 ** 30).toFixed(2)} GiB (MarianModel.maxStateBytes)`, { reason: 'too_long' });
+    const sched = new Scheduler(batch, {
+      maxSlots: n * perSeq,
+      maxSourceTokens: inputIds.reduce((s, x) => s + x.length, 0),
+      maxStateBytes: MarianModel.maxStateBytes,
+      encodeChunkTokens: Infinity, // one encode for the whole batch: ttftMs is encoder + first step, as documented
+    });
+    let ids: number[][] = [];
+    let firstAt = 0;
+    let err: Error | null = null;
+    const onToken = opts.onToken;
+    sched.submit({
+      sources: inputIds,
+      options: o,
+      onToken: onToken ? (s, t) => onToken(s, t) : undefined,
+      onDone: (r) => {
+        ids = r.map((x) => x.ids);
+        firstAt = Math.max(...r.map((x) => x.firstAt));
+      },
+      onError: (e) => (err = e),
+    });
+    sched.drain();
+    if (err) throw err;
+    return { ids, ttftMs: firstAt - t0, totalMs: performance.now() - t0 };
+  }
+
+  /** Search options from generate()'s: maxNewTokens becomes the Hugging Face maxLength (start token counted). */
+  searchOptions(opts: GenerateOptions): SearchOptions {
+    const { maxNewTokens, onToken: _onToken, ...rest } = opts;
+    const maxNew = maxNewTokens ?? this.config.maxLength - 1;
+    if (!Number.isInteger(maxNew) || maxNew < 1) throw new ChimeraError('E_ARG', `maxNewTokens must be a positive integer, got ${maxNew}`);
+    return { ...rest, beam: rest.beam ?? 1, maxLength: Math.min(maxNew + 1, this.config.maxPositions) };
+  }
+
+  private genBatch: BatchModel | undefined;
+
+  /**
+   * A decoder memory of its own (grown on demand, never dropping live sequences) with the batch interface the
+   * scheduler drives: prefill sources into source slots, step any rows, top-k, slot copies.
+   */
+  createBatch(): BatchModel {
+    const c = this.config;
+    const V = c.vocabSize;
+    const perPos = 8 * c.dModel * c.decoderLayers; // K and V, fp32, every decoder layer
+    let state: object | null = null;
+    let shape = { slots: 0, positions: 0, sources: 0, sourceLen: 0 };
+    let logits = new Float32Array(0);
+    // the batching bindings (topkRows may be missing from an older addon build: the TypeScript top-k stands in)
+    const nat = native() as ReturnType<typeof native> & BatchBindings;
+    const topk: TopkFn = typeof nat.topkRows === 'function'
+      ? (x, row0, rows, k, ls, idx, val) => nat.topkRows!(x.subarray(row0 * V, (row0 + rows) * V), rows, V, k, ls, idx, val)
+      : makeTopkJs(V);
+    const handle = this.handle;
+    return {
+      vocab: V,
+      spec: this.searchSpec,
+      maxPositions: c.maxPositions,
+      stateBytes: (slots, positions, sources, sourceLen) => perPos * (slots * positions + sources * sourceLen),
+      reserve: (slots, positions, sources, sourceLen) => {
+        const n = {
+          slots: Math.max(1, slots, shape.slots), positions: Math.max(1, positions, shape.positions),
+          sources: Math.max(1, sources, shape.sources), sourceLen: Math.max(1, sourceLen, shape.sourceLen),
+        };
+        if (state && n.slots === shape.slots && n.positions === shape.positions && n.sources === shape.sources && n.sourceLen === shape.sourceLen) return;
+        try {
+          if (!state) state = nat.marianState(handle, n.slots, n.positions, n.sources, n.sourceLen);
+          else nat.marianStateResize(state, n.slots, n.positions, n.sources, n.sourceLen);
+        } catch (e) {
+          rethrowNative(e);
+        }
+        shape = n;
+      },
+      prefill: (ids, slots) => {
+        const s = Math.max(...ids.map((x) => x.length));
+        const flat = new Int32Array(ids.length * s).fill(c.padId);
+        ids.forEach((x, i) => flat.set(x, i * s));
+        nat.marianEncode(handle, state!, flat, Int32Array.from(ids, (x) => x.length), s, Int32Array.from(slots), null);
+      },
+      step: (rows: StepRows) => {
+        if (logits.length < rows.count * V) logits = new Float32Array(Math.max(rows.count, 2 * logits.length / V) * V);
+        const out = logits.subarray(0, rows.count * V);
+        nat.marianStep(handle, state!, rows.tokens, rows.slots, rows.positions, rows.sources, out, null);
+        return out;
+      },
+      topk,
+      copySlot: (from, to, len) => nat.marianCopySlot(state!, from, to, len),
+      releaseSource: (slot) => nat.marianReleaseSource(state!, slot),
+    };
   }
 
   /**

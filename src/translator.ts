@@ -1,15 +1,22 @@
 /**
  * Translator: text in, text out, with the model running in a worker thread so the caller's event loop stays
- * free. One request runs at a time per Translator; requests queue in order.
+ * free. Any number of concurrent translate() / stream() calls are batched by the worker's scheduler
+ * (continuous batching: requests join and leave the running batch at every decoder step). Texts are split
+ * into sentences; known sentences come from the cache without entering the queue.
  */
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ChimeraError, type ChimeraErrorCode } from './errors';
-import type { GenerateOptions, MarianLoadOptions } from './marian';
-import type { Reply, Request, TranslationResult } from './engine/worker';
+import { AbortError, ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from './errors';
+import type { MarianLoadOptions, PrecisionPlan } from './marian';
+import type { GenerateOptions } from './marian';
+import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from './engine/worker';
+import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from './engine/cache';
+import { joinSentences, splitSentences, type Segment } from './engine/sentences';
+import { checkKeys } from './util/options';
 
-export type { TranslationResult } from './engine/worker';
+export type { CachedSentence, SentenceCacheTier, CacheStats } from './engine/cache';
 
 export interface TranslateOptions {
   beam?: number;
@@ -17,20 +24,94 @@ export interface TranslateOptions {
   maxLength?: number;
   lengthPenalty?: number;
   earlyStopping?: boolean;
+  minNewTokens?: number;
   sample?: boolean;
   temperature?: number;
   topK?: number;
   topP?: number;
   seed?: number;
+  /** Aborting rejects the call with an AbortError and frees its decoder slots at the next step boundary. */
+  signal?: AbortSignal;
+}
+const TRANSLATE_KEYS = ['beam', 'maxLength', 'lengthPenalty', 'earlyStopping', 'minNewTokens', 'sample', 'temperature', 'topK', 'topP', 'seed', 'signal'] as const;
+
+export interface TranslatorLoadOptions extends MarianLoadOptions {
+  /** Requests waiting for admission; one more rejects at once with E_BUSY. Default 1024. */
+  maxQueue?: number;
+  /** Decoder slots live at once (greedy: 1 per sentence, beam B: 2B). Default 64. */
+  maxSlots?: number;
+  /** Source tokens admitted (encoded and in use) at once. Default 4096. */
+  maxSourceTokens?: number;
+  /** Byte budget of the decoder state, worst case (every live sequence at its longest). Default 1 GiB. */
+  maxStateBytes?: number;
+  /** Padded source tokens encoded per step boundary while sequences run (bounds their stall). Default 256. */
+  encodeChunkTokens?: number;
+  /** In-process sentence cache, in bytes (lru-cache). 0 = off. Default 32 MiB. */
+  cacheBytes?: number;
+  /** Further cache tiers (e.g. Redis), read after the in-process LRU and written on completion. */
+  cacheTiers?: SentenceCacheTier[];
+  /** Split texts into sentences (so known ones come from the cache). Default true. */
+  splitSentences?: boolean;
+}
+const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences'] as const;
+
+export interface TranslationResult {
+  text: string;
+  tokens: number[];
+  /** Every sentence of it came from a cache tier (nothing was decoded). */
+  cached: boolean;
+  /** From the call to the admission of its first decoded sentence (0 when cached). */
+  queueMs: number;
+  /** From the call to its first decided token (queue included); for a cached text, to the answer. */
+  ttftMs: number;
+  /** From the call to its last sentence's end. */
+  totalMs: number;
 }
 
 export interface StreamEvent {
+  /** The token decided (-1 when the text came from the cache or from a sentence finished ahead of its turn). */
   token: number;
   /** The whole translation so far. */
   text: string;
-  /** What this token added to `text`. */
+  /** What this event added to `text`. */
   delta: string;
 }
+
+export interface TranslatorStats {
+  /** Requests waiting for admission. */
+  queued: number;
+  /** Requests being decoded. */
+  active: number;
+  activeSequences: number;
+  slotsInUse: number;
+  slotsTotal: number;
+  sourceTokensInUse: number;
+  steps: number;
+  stepRowsMean: number;
+  stepMsMean: number;
+  stepMsLast: number;
+  encodes: number;
+  encodeMsMean: number;
+  tokensGenerated: number;
+  requests: { done: number; failed: number; aborted: number; busy: number; cached: number };
+  cache: CacheStats;
+}
+
+export interface ModelInfo {
+  source: string;
+  precision: PrecisionPlan;
+  /** Tokens a source sentence may have (eos included): the model's max_position_embeddings. */
+  maxSourceTokens: number;
+  sourceLang?: string;
+  targetLang?: string;
+  /** Identity used in cache keys (hash of the model's files). */
+  identity: string;
+}
+
+const DEFAULTS = { maxQueue: 1024, maxSlots: 64, maxSourceTokens: 4096, maxStateBytes: 2 ** 30, encodeChunkTokens: 256, cacheBytes: 32 * 2 ** 20 };
+
+/** How long close() waits for the worker to leave between steps before terminating it (ms). */
+const CLOSE_GRACE_MS = 10_000;
 
 function workerPath(): string {
   // Compiled: dist/engine/worker.js beside this file. From the TypeScript sources (tests): the built copy.
@@ -41,37 +122,106 @@ function workerPath(): string {
   throw new ChimeraError('E_NATIVE_LOAD', `the translator worker script is missing (looked for ${here} and ${built}); run \`npm run build:ts\``);
 }
 
-function generateOptions(o: TranslateOptions = {}): GenerateOptions {
-  const { maxLength, ...rest } = o;
-  return { ...rest, ...(maxLength !== undefined ? { maxNewTokens: maxLength } : {}) };
+function positiveInt(v: unknown, what: string, min = 1): number | undefined {
+  if (v === undefined) return undefined;
+  if (!(typeof v === 'number' && Number.isInteger(v) && v >= min)) throw new ChimeraError('E_ARG', `${what} must be an integer >= ${min}, got ${String(v)}`);
+  return v;
 }
 
-export class Translator {
+/** Checks a translate()/stream() options object; returns the worker's generate options (no signal). */
+function generateOptions(o: TranslateOptions | undefined): GenerateOptions {
+  checkKeys(o, TRANSLATE_KEYS, 'translate option');
+  if (!o) return {};
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new ChimeraError('E_ARG', 'signal must be an AbortSignal');
+  const { maxLength, signal: _s, ...rest } = o;
+  for (const [k, v] of Object.entries(rest)) if (typeof v === 'function' || typeof v === 'symbol' || (typeof v === 'object' && v !== null))
+    throw new ChimeraError('E_ARG', `translate option ${k} must be a number or boolean, got ${typeof v}`);
+  if (maxLength !== undefined && !(Number.isInteger(maxLength) && maxLength >= 1)) throw new ChimeraError('E_ARG', `maxLength must be a positive integer, got ${String(maxLength)}`);
+  const g: GenerateOptions = { ...rest };
+  if (maxLength !== undefined) g.maxNewTokens = maxLength;
+  return g;
+}
+
+interface Pending {
+  admitted: boolean;
+  settle(e: Error | null, sentences?: SentenceReply[]): void;
+  onToken?(sentence: number, token: number, text: string): void;
+  onSentence?(sentence: number, r: SentenceReply): void;
+  onAdmit?(at: number): void;
+}
+
+/** One text of a call: its segments and, per segment, where its translation comes from. */
+interface TextPlan {
+  segments: Segment[];
+  keys: (string | null)[];
+  /** Per segment: a cached sentence, or the index into the call's list of sentences to decode. */
+  from: (CachedSentence | number | null)[];
+}
+
+export class Translator extends EventEmitter {
   private readonly worker: Worker;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: TranslationResult[]) => void; reject: (e: Error) => void; onToken?: (ev: StreamEvent) => void }>();
+  private readonly pending = new Map<number, Pending>();
+  private queued = 0;
   private closed = false;
+  private closing: Promise<void> | null = null;
+  private exited = false;
+  private workerStats: WorkerStats | null = null;
+  private readonly counters = { done: 0, failed: 0, aborted: 0, busy: 0, cached: 0 };
+  private readonly cache: SentenceCache;
+  private readonly optsKeyPrefix: string;
   readonly loadMs: number;
+  readonly modelInfo: ModelInfo;
 
-  private constructor(worker: Worker, loadMs: number) {
+  private constructor(worker: Worker, loaded: Extract<Reply, { type: 'loaded' }>, source: string, private readonly o: Required<Pick<TranslatorLoadOptions, 'maxQueue' | 'splitSentences'>> & TranslatorLoadOptions) {
+    super();
     this.worker = worker;
-    this.loadMs = loadMs;
+    this.loadMs = loaded.loadMs;
+    this.modelInfo = {
+      source, precision: loaded.precision as PrecisionPlan, maxSourceTokens: loaded.maxPositions, identity: modelIdentity(source),
+      ...(loaded.sourceLang ? { sourceLang: loaded.sourceLang } : {}), ...(loaded.targetLang ? { targetLang: loaded.targetLang } : {}),
+    };
+    this.cache = new SentenceCache(o.cacheBytes ?? DEFAULTS.cacheBytes, o.cacheTiers ?? []);
+    this.optsKeyPrefix = `chimera1|${this.modelInfo.identity}|${JSON.stringify(this.modelInfo.precision)}|`;
     worker.on('message', (m: Reply) => this.onMessage(m));
-    worker.on('error', (e) => this.failAll(e));
-    worker.on('exit', () => this.failAll(new ChimeraError('E_NATIVE', 'the translator worker exited')));
+    worker.on('error', (e) => this.failAll(new ChimeraError('E_NATIVE', `the translator worker failed: ${e.message}`, { cause: e })));
+    worker.on('exit', () => {
+      this.exited = true;
+      this.failAll(new ChimeraError(this.closed ? 'E_CLOSED' : 'E_NATIVE', this.closed ? 'the Translator was closed' : 'the translator worker exited'));
+    });
   }
 
-  /** Loads a model directory in a new worker thread. */
-  static load(dir: string, opts: MarianLoadOptions = {}): Promise<Translator> {
-    if (typeof dir !== 'string' || !fs.existsSync(dir)) return Promise.reject(new ChimeraError('E_MODEL', `model directory ${String(dir)} does not exist`));
+  /** Loads a model directory or packed file in a new worker thread. */
+  static load(model: string, opts: TranslatorLoadOptions = {}): Promise<Translator> {
+    try {
+      checkKeys(opts, LOAD_KEYS, 'Translator.load option');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (typeof model !== 'string' || !fs.existsSync(model)) return Promise.reject(new ChimeraError('E_MODEL', `model path ${String(model)} does not exist`));
+    let sched: WorkerOptions['scheduler'];
     let worker: Worker;
     try {
-      worker = new Worker(workerPath(), { workerData: { dir: path.resolve(dir), opts } });
+      sched = {
+        maxSlots: positiveInt(opts.maxSlots, 'maxSlots') ?? DEFAULTS.maxSlots,
+        maxSourceTokens: positiveInt(opts.maxSourceTokens, 'maxSourceTokens') ?? DEFAULTS.maxSourceTokens,
+        maxStateBytes: positiveInt(opts.maxStateBytes, 'maxStateBytes') ?? DEFAULTS.maxStateBytes,
+        encodeChunkTokens: positiveInt(opts.encodeChunkTokens, 'encodeChunkTokens') ?? DEFAULTS.encodeChunkTokens,
+      };
+      positiveInt(opts.maxQueue, 'maxQueue', 0);
+      positiveInt(opts.cacheBytes, 'cacheBytes', 0);
+      if (opts.splitSentences !== undefined && typeof opts.splitSentences !== 'boolean') throw new ChimeraError('E_ARG', 'splitSentences must be a boolean');
+      if (opts.cacheTiers !== undefined && !(Array.isArray(opts.cacheTiers) && opts.cacheTiers.every((t) => t && typeof t.get === 'function' && typeof t.set === 'function' && typeof t.name === 'string')))
+        throw new ChimeraError('E_ARG', 'cacheTiers must be an array of { name, get(keys), set(entries) }');
+      const { onProgress: _p, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, ...load } = opts;
+      const wo: WorkerOptions = { load, scheduler: sched };
+      worker = new Worker(workerPath(), { workerData: { dir: path.resolve(model), opts: wo } });
     } catch (e) {
-      // a missing worker script, or options that cannot be sent to a thread (functions, class instances)
+      // a missing worker script, bad options, or options that cannot be sent to a thread (functions, class instances)
       if (e instanceof ChimeraError) return Promise.reject(e);
       return Promise.reject(new ChimeraError('E_ARG', `cannot start the translator worker: ${(e as Error).message}`, { cause: e }));
     }
+    const full = { ...opts, maxQueue: opts.maxQueue ?? DEFAULTS.maxQueue, splitSentences: opts.splitSentences ?? true };
     return new Promise((resolve, reject) => {
       const done = () => {
         worker.off('message', onMsg);
@@ -79,16 +229,17 @@ export class Translator {
         worker.off('exit', onExit);
       };
       const onMsg = (m: Reply) => {
+        if (m.type !== 'loaded' && m.type !== 'error') return;
         done();
-        if (m.type === 'loaded') resolve(new Translator(worker, m.loadMs));
-        else if (m.type === 'error') {
+        if (m.type === 'loaded') resolve(new Translator(worker, m, path.resolve(model), full));
+        else {
           void worker.terminate();
           reject(new ChimeraError(m.code as ChimeraErrorCode, m.message));
         }
       };
       const onErr = (e: Error) => {
         done();
-        reject(e);
+        reject(new ChimeraError('E_NATIVE', `the translator worker failed while loading: ${e.message}`, { cause: e }));
       };
       // without this, a worker that dies before answering would leave the promise pending forever
       const onExit = (code: number) => {
@@ -102,77 +253,372 @@ export class Translator {
   }
 
   private onMessage(m: Reply): void {
-    if (m.type === 'loaded') return;
-    const p = this.pending.get(m.id);
-    if (!p) return;
-    if (m.type === 'token') {
-      p.onToken?.({ token: m.token, text: m.text, delta: m.delta });
+    if (m.type === 'stats') {
+      this.workerStats = m.stats;
+      if (m.steps.length > 0) this.emit('steps', m.steps);
       return;
     }
-    this.pending.delete(m.id);
-    if (m.type === 'result') p.resolve(m.results);
-    else if (m.type === 'error') p.reject(new ChimeraError(m.code as ChimeraErrorCode, m.message));
+    if (m.type === 'loaded' || m.type === 'closed') return;
+    const p = this.pending.get(m.id);
+    if (!p) return; // aborted or closed: already answered
+    switch (m.type) {
+      case 'admit':
+        if (!p.admitted) {
+          p.admitted = true;
+          this.queued--;
+        }
+        p.onAdmit?.(m.at);
+        return;
+      case 'token':
+        p.onToken?.(m.sentence, m.token, m.text);
+        return;
+      case 'sentence':
+        p.onSentence?.(m.sentence, m.result);
+        return;
+      case 'result':
+        this.forget(m.id, p);
+        p.settle(null, m.sentences);
+        return;
+      case 'error':
+        this.forget(m.id, p);
+        p.settle(new ChimeraError(m.code as ChimeraErrorCode, m.message, m.reason ? { reason: m.reason } : undefined));
+        return;
+    }
+  }
+
+  private forget(id: number, p: Pending): void {
+    this.pending.delete(id);
+    if (!p.admitted) {
+      p.admitted = true;
+      this.queued--;
+    }
   }
 
   private failAll(e: Error): void {
     this.closed = true;
-    for (const p of this.pending.values()) p.reject(e);
-    this.pending.clear();
+    for (const [id, p] of [...this.pending]) {
+      this.forget(id, p);
+      p.settle(e);
+    }
   }
 
-  private send(req: Request, onToken?: (ev: StreamEvent) => void): Promise<TranslationResult[]> {
-    if (this.closed) return Promise.reject(new ChimeraError('E_ARG', 'this Translator is closed'));
-    return new Promise((resolve, reject) => {
-      this.pending.set((req as { id: number }).id, { resolve, reject, onToken });
-      this.worker.postMessage(req);
+  /** Plans a call: splits texts, looks sentences up in the LRU, and lists what must still be found or decoded. */
+  private plan(texts: string[], g: GenerateOptions): { plans: TextPlan[]; todo: string[]; todoKeys: (string | null)[]; textOf: number[] } {
+    const ok = optionsKey({ ...g, maxLength: g.maxNewTokens });
+    const plans: TextPlan[] = [];
+    const todo: string[] = [];
+    const todoKeys: (string | null)[] = [];
+    const textOf: number[] = [];
+    const index = new Map<string, number>();
+    for (const [ti, text] of texts.entries()) {
+      const segments = this.o.splitSentences ? splitSentences(text) : [{ lead: '', core: text, trail: '' }];
+      const keys: (string | null)[] = [];
+      const from: (CachedSentence | number | null)[] = [];
+      for (const s of segments) {
+        if (s.core === '') {
+          keys.push(null);
+          from.push(null);
+          continue;
+        }
+        const sentence = normaliseSentence(s.core);
+        const key = ok === null || !this.cache.enabled ? null : this.optsKeyPrefix + ok + '|' + sentence;
+        keys.push(key);
+        const hit = key === null ? undefined : this.cache.getLocal(key);
+        if (hit) {
+          from.push(hit);
+          continue;
+        }
+        // the same sentence twice in one call is decoded once (only when its output is a function of it)
+        const dedupe = key ?? null;
+        let k = dedupe !== null ? index.get(dedupe) : undefined;
+        if (k === undefined) {
+          k = todo.length;
+          todo.push(sentence);
+          todoKeys.push(key);
+          textOf.push(ti);
+          if (dedupe !== null) index.set(dedupe, k);
+        }
+        from.push(k);
+      }
+      plans.push({ segments, keys, from });
+    }
+    return { plans, todo, todoKeys, textOf };
+  }
+
+  /** Fills plans from further cache tiers; returns the sentences left to decode and their places. */
+  private async fromTiers(plans: TextPlan[], todo: string[], todoKeys: (string | null)[], textOf: number[]): Promise<{ todo: string[]; todoKeys: (string | null)[]; textOf: number[] }> {
+    const ask = todoKeys.map((k, i) => [k, i] as const).filter(([k]) => k !== null) as [string, number][];
+    if (ask.length === 0) return { todo, todoKeys, textOf };
+    const got = await this.cache.getTiers(ask.map(([k]) => k));
+    const found = new Map<number, CachedSentence>();
+    ask.forEach(([, i], n) => {
+      const v = got[n];
+      if (v) found.set(i, v);
+    });
+    if (found.size === 0) return { todo, todoKeys, textOf };
+    const remap = new Map<number, number>();
+    const nt: string[] = [], nk: (string | null)[] = [], no: number[] = [];
+    todo.forEach((s, i) => {
+      if (found.has(i)) return;
+      remap.set(i, nt.length);
+      nt.push(s);
+      nk.push(todoKeys[i]);
+      no.push(textOf[i]);
+    });
+    for (const p of plans) p.from = p.from.map((f) => (typeof f === 'number' ? (found.get(f) ?? remap.get(f)!) : f));
+    return { todo: nt, todoKeys: nk, textOf: no };
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new ChimeraError('E_CLOSED', 'this Translator is closed');
+  }
+
+  private checkTexts(texts: unknown): string[] {
+    const list = typeof texts === 'string' ? [texts] : texts;
+    if (!Array.isArray(list) || list.length === 0 || list.some((t) => typeof t !== 'string'))
+      throw new ChimeraError('E_INPUT', 'texts must be a string or a non-empty array of strings', { reason: 'invalid' });
+    if (list.some((t) => (t as string).trim() === '')) throw new ChimeraError('E_INPUT', 'cannot translate an empty text', { reason: 'empty' });
+    return list as string[];
+  }
+
+  /**
+   * Sends sentences to the worker. Rejects at once with E_BUSY when maxQueue requests are already waiting.
+   * The returned promise settles with the sentences' replies; `signal` aborts it.
+   */
+  private dispatch(sentences: string[], textOf: number[], g: GenerateOptions, stream: boolean, signal: AbortSignal | undefined, hooks: Partial<Pending> = {}): Promise<SentenceReply[]> {
+    if (this.queued >= this.o.maxQueue) {
+      this.counters.busy++;
+      return Promise.reject(new ChimeraError('E_BUSY', `the queue is full (${this.o.maxQueue} requests waiting; maxQueue): retry later`));
+    }
+    const id = this.nextId++;
+    return new Promise<SentenceReply[]>((resolve, reject) => {
+      const onAbort = () => {
+        const p = this.pending.get(id);
+        if (!p) return;
+        this.forget(id, p);
+        this.worker.postMessage({ type: 'abort', id } satisfies Request);
+        p.settle(new AbortError('the translation was aborted', { cause: signal?.reason }));
+      };
+      const p: Pending = {
+        admitted: false,
+        ...hooks,
+        settle: (e, r) => {
+          signal?.removeEventListener('abort', onAbort);
+          if (e) reject(e);
+          else resolve(r!);
+        },
+      };
+      this.pending.set(id, p);
+      this.queued++;
+      try {
+        this.worker.postMessage({ type: 'translate', id, sentences, opts: g, stream, textOf } satisfies Request);
+      } catch (e) {
+        this.forget(id, p);
+        p.settle(new ChimeraError('E_ARG', `options cannot be sent to the worker: ${(e as Error).message}`, { cause: e }));
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
   /** Translates each text; returns one result per text, in order. */
-  translate(texts: string | string[], opts?: TranslateOptions): Promise<TranslationResult[]> {
-    const list = typeof texts === 'string' ? [texts] : texts;
-    if (!Array.isArray(list) || list.length === 0 || list.some((t) => typeof t !== 'string'))
-      return Promise.reject(new ChimeraError('E_INPUT', 'texts must be a string or a non-empty array of strings'));
-    if (list.some((t) => t.trim() === '')) return Promise.reject(new ChimeraError('E_INPUT', 'cannot translate an empty text'));
-    return this.send({ type: 'translate', id: this.nextId++, texts: list, opts: generateOptions(opts) });
-  }
-
-  /** Yields tokens as they are decided, then ends; `await` the iterator's return for nothing more. */
-  async *stream(text: string, opts?: TranslateOptions): AsyncGenerator<StreamEvent, TranslationResult> {
-    if (typeof text !== 'string' || text.trim() === '') throw new ChimeraError('E_INPUT', 'cannot translate an empty text');
-    const queue: StreamEvent[] = [];
-    let wake: (() => void) | null = null;
-    let finished = false;
-    let error: Error | null = null;
-    let result: TranslationResult | undefined;
-    const o = generateOptions(opts);
-    if ((o.beam ?? 1) > 1) throw new ChimeraError('E_ARG', 'stream() decides tokens one by one: use beam 1 (greedy or sampling)');
-    this.send({ type: 'stream', id: this.nextId++, text, opts: o }, (ev) => {
-      queue.push(ev);
-      wake?.();
-    }).then(
-      (r) => { result = r[0]; finished = true; wake?.(); },
-      (e: Error) => { error = e; finished = true; wake?.(); },
-    );
-    for (;;) {
-      if (queue.length) {
-        yield queue.shift()!;
-        continue;
-      }
-      if (finished) break;
-      await new Promise<void>((r) => (wake = r));
-      wake = null;
+  async translate(texts: string | string[], opts?: TranslateOptions): Promise<TranslationResult[]> {
+    const t0 = performance.timeOrigin + performance.now();
+    const list = this.checkTexts(texts);
+    const g = generateOptions(opts);
+    const signal = opts?.signal;
+    this.checkOpen();
+    if (signal?.aborted) throw new AbortError('the translation was aborted', { cause: signal.reason });
+    let { plans, todo, todoKeys, textOf } = this.plan(list, g);
+    try {
+      if (todo.length > 0) ({ todo, todoKeys, textOf } = await this.fromTiers(plans, todo, todoKeys, textOf));
+      if (signal?.aborted) throw new AbortError('the translation was aborted', { cause: signal.reason });
+      const decoded = todo.length > 0 ? await this.dispatch(todo, textOf, g, false, signal) : [];
+      this.cache.set(decoded.flatMap((r, i) => (todoKeys[i] !== null ? [[todoKeys[i]!, { text: r.text, tokens: r.tokens }] as [string, CachedSentence]] : [])));
+      const now = performance.timeOrigin + performance.now();
+      const out = plans.map((p) => this.assemble(p, decoded, t0, now));
+      this.counters.done++;
+      if (todo.length === 0) this.counters.cached++;
+      return out;
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') this.counters.aborted++;
+      else if ((e as ChimeraError).code !== 'E_BUSY') this.counters.failed++;
+      throw e;
     }
-    if (error) throw error;
-    return result!;
   }
 
-  /** Stops the worker; pending requests are rejected. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    // reject what is still pending as closed, rather than as a worker crash when the exit event arrives
-    this.failAll(new ChimeraError('E_ARG', 'the Translator was closed before this request finished'));
-    this.worker.postMessage({ type: 'close' } satisfies Request);
-    await this.worker.terminate();
+  private assemble(p: TextPlan, decoded: SentenceReply[], t0: number, now: number): TranslationResult {
+    const texts: string[] = [];
+    const tokens: number[] = [];
+    let admit = Infinity, first = Infinity, done = 0, cached = true;
+    p.from.forEach((f) => {
+      if (f === null) {
+        texts.push('');
+        return;
+      }
+      const r = typeof f === 'number' ? decoded[f] : f;
+      texts.push(r.text);
+      tokens.push(...r.tokens);
+      if (typeof f === 'number') {
+        cached = false;
+        const d = decoded[f];
+        admit = Math.min(admit, d.admitAt);
+        first = Math.min(first, d.firstAt);
+        done = Math.max(done, d.doneAt);
+      }
+    });
+    const total = (cached ? now : done) - t0;
+    return {
+      text: joinSentences(p.segments, texts),
+      tokens,
+      cached,
+      queueMs: cached ? 0 : Math.max(0, admit - t0),
+      ttftMs: cached ? total : Math.max(0, first - t0),
+      totalMs: Math.max(0, total),
+    };
+  }
+
+  /**
+   * Yields the translation as it is decided, token by token (sentences in order; cached ones at once), then
+   * returns the whole result. Beam search decides nothing until the end: use beam 1 (greedy or sampling).
+   */
+  async *stream(text: string, opts?: TranslateOptions): AsyncGenerator<StreamEvent, TranslationResult> {
+    const t0 = performance.timeOrigin + performance.now();
+    if (typeof text !== 'string') throw new ChimeraError('E_INPUT', 'stream() takes one text (a string)', { reason: 'invalid' });
+    this.checkTexts(text);
+    const g = generateOptions(opts);
+    if ((g.beam ?? 1) > 1) throw new ChimeraError('E_ARG', 'stream() decides tokens one by one: use beam 1 (greedy or sampling)');
+    const signal = opts?.signal;
+    this.checkOpen();
+    if (signal?.aborted) throw new AbortError('the translation was aborted', { cause: signal.reason });
+    const planned = this.plan([text], g);
+    let { todo, todoKeys, textOf } = planned;
+    const plan = planned.plans[0];
+    if (todo.length > 0) ({ todo, todoKeys, textOf } = await this.fromTiers(planned.plans, todo, todoKeys, textOf));
+
+    // ordered emission: segment `cur` may stream live; later segments wait until it is complete
+    const segs = plan.segments;
+    const doneText: (string | undefined)[] = plan.from.map((f) => (f === null ? '' : typeof f === 'number' ? undefined : f.text));
+    const partial: string[] = segs.map(() => '');
+    const bySentence = new Map<number, number>();
+    plan.from.forEach((f, i) => typeof f === 'number' && bySentence.set(f, i));
+    const events: StreamEvent[] = [];
+    let cur = 0, prefix = '', shown = '';
+    // a decided token is always an event (eos adds no text but is a token); a catch-up only when text grew
+    const emit = (token: number) => {
+      const full = cur < segs.length ? prefix + segs[cur].lead + partial[cur] : prefix;
+      if (full === shown && token < 0) return;
+      events.push({ token, text: full, delta: full.startsWith(shown) ? full.slice(shown.length) : full });
+      shown = full;
+    };
+    const catchUp = () => {
+      while (cur < segs.length && doneText[cur] !== undefined) {
+        prefix += segs[cur].lead + doneText[cur] + segs[cur].trail;
+        cur++;
+      }
+      emit(-1);
+    };
+    let wake: (() => void) | null = null;
+    let result: SentenceReply[] | null = null;
+    let error: Error | null = null;
+    catchUp();
+    if (todo.length > 0) {
+      this.dispatch(todo, textOf, g, true, signal, {
+        onToken: (s, token, partialText) => {
+          const i = bySentence.get(s)!;
+          partial[i] = partialText;
+          if (i === cur) {
+            emit(token);
+            wake?.();
+          }
+        },
+        onSentence: (s, r) => {
+          const i = bySentence.get(s)!;
+          doneText[i] = r.text;
+          if (i === cur) {
+            catchUp();
+            wake?.();
+          }
+        },
+      }).then(
+        (r) => {
+          result = r;
+          r.forEach((x, s) => (doneText[bySentence.get(s)!] = x.text));
+          catchUp();
+          wake?.();
+        },
+        (e: Error) => {
+          error = e;
+          wake?.();
+        },
+      );
+    }
+    try {
+      for (;;) {
+        while (events.length) yield events.shift()!;
+        if (error) throw error;
+        if (todo.length === 0 || result) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      const decoded = (result ?? []) as SentenceReply[];
+      this.cache.set(decoded.flatMap((r, i) => (todoKeys[i] !== null ? [[todoKeys[i]!, { text: r.text, tokens: r.tokens }] as [string, CachedSentence]] : [])));
+      this.counters.done++;
+      if (todo.length === 0) this.counters.cached++;
+      return this.assemble(plan, decoded, t0, performance.timeOrigin + performance.now());
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') this.counters.aborted++;
+      else if ((e as ChimeraError).code !== 'E_BUSY') this.counters.failed++;
+      throw e;
+    }
+  }
+
+  /** Queue, batch, step and cache figures: the worker's as of its last step boundary, the rest live. */
+  stats(): TranslatorStats {
+    const w = this.workerStats;
+    const steps = w?.steps ?? 0;
+    return {
+      queued: this.queued,
+      active: Math.max(0, this.pending.size - this.queued),
+      activeSequences: w?.activeSequences ?? 0,
+      slotsInUse: w?.slotsInUse ?? 0,
+      slotsTotal: w?.slotsTotal ?? 0,
+      sourceTokensInUse: w?.sourceTokensInUse ?? 0,
+      steps,
+      stepRowsMean: steps ? w!.stepRows / steps : 0,
+      stepMsMean: steps ? w!.stepMs / steps : 0,
+      stepMsLast: w?.stepMsLast ?? 0,
+      encodes: w?.encodes ?? 0,
+      encodeMsMean: w?.encodes ? w.encodeMs / w.encodes : 0,
+      tokensGenerated: w?.tokensGenerated ?? 0,
+      requests: { ...this.counters },
+      cache: this.cache.stats(),
+    };
+  }
+
+  /**
+   * Stops admitting at once: queued and running requests reject with E_CLOSED, new calls too. The worker
+   * leaves at its next step boundary (the step in flight finishes; nothing native is interrupted), and the
+   * promise resolves when it is gone. Calling close() again returns the same promise.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.failAll(new ChimeraError('E_CLOSED', 'the Translator was closed before this request finished'));
+    this.closing = (async () => {
+      if (this.exited) return;
+      const gone = new Promise<void>((r) => this.worker.once('exit', () => r()));
+      try {
+        this.worker.postMessage({ type: 'close' } satisfies Request);
+      } catch {
+        /* the worker is already gone */
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), CLOSE_GRACE_MS)));
+      if ((await Promise.race([gone, late])) === 'late') await this.worker.terminate();
+      clearTimeout(timer);
+    })();
+    return this.closing;
   }
 }
+
+export type { ChimeraErrorReason };

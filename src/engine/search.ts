@@ -1,55 +1,138 @@
 /**
- * Search over decoder steps: greedy, beam (Hugging Face semantics) and sampling, for a batch of sources.
- * The loop owns tokens, scores, cache bookkeeping (which slot each row uses) and stopping; the step
- * function it is given runs the model for any set of rows.
+ * The decoder loop around per-sequence state machines (src/engine/sequence.ts). A step is assembled from every
+ * live sequence's rows, the model runs it, and the outputs are handed back: bans and forced eos first, then one
+ * top-k call per group of rows that share a k (greedy: 1; beam B: 2B log-probabilities), then each sequence
+ * advances. The scheduler (continuous batching), MarianModel.generate and the onnxruntime reference loop all
+ * run their steps through StepAssembler, so search has one implementation.
  */
-import { ChimeraError } from '../errors';
 import { logSoftmax } from '../kernels';
-import { mulberry32 } from '../util/rng';
+import type { CopySlot, SearchSpec, Sequence, StepOutput, StepRows } from './sequence';
+import { createSequence, type SearchOptions } from './sequence';
 
-export interface StepRows {
-  tokens: Int32Array;
-  slots: Int32Array;
-  positions: Int32Array;
-  sources: Int32Array;
-  count: number;
+export * from './sequence';
+
+/** Per row r in [row0, row0 + rows): the k best of `logits` (log-probabilities when logSoftmax), best first. */
+export type TopkFn = (logits: Float32Array, row0: number, rows: number, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array) => void;
+
+/**
+ * Top-k in TypeScript, for engines without the native one: ties go to the lower index, NaN counts as -Infinity,
+ * and with logSoftmax the rows are turned into log-probabilities in place by the native kernel first.
+ */
+export function makeTopkJs(vocab: number): TopkFn {
+  return (logits, row0, rows, k, ls, outIdx, outVal) => {
+    if (ls) logSoftmax(logits.subarray(row0 * vocab, (row0 + rows) * vocab), vocab);
+    for (let r = 0; r < rows; r++) {
+      const off = (row0 + r) * vocab;
+      const o = r * k;
+      let n = 0;
+      for (let t = 0; t < vocab; t++) {
+        let v = logits[off + t];
+        if (v !== v) v = -Infinity;
+        if (n === k && !(v > outVal[o + k - 1])) continue;
+        let p = n < k ? n++ : k - 1;
+        while (p > 0 && outVal[o + p - 1] < v) {
+          outVal[o + p] = outVal[o + p - 1];
+          outIdx[o + p] = outIdx[o + p - 1];
+          p--;
+        }
+        outVal[o + p] = v;
+        outIdx[o + p] = t;
+      }
+      for (; n < k; n++) {
+        outVal[o + n] = -Infinity;
+        outIdx[o + n] = 0;
+      }
+    }
+  };
 }
 
-/** What the search needs from a model: one step for `rows`, logits [count, vocab] back. */
+/** Row groups in a step: greedy first, then beams by width, then sampling (which reads whole rows). */
+export function groupKey(s: Sequence): number {
+  return s.topK === 0 ? 1e9 : s.topK * 2 + (s.logSoftmax ? 1 : 0);
+}
+
+/** Builds a step's rows from sequences and hands the outputs back; buffers are reused across steps. */
+export class StepAssembler {
+  private buf: StepRows = { tokens: new Int32Array(0), slots: new Int32Array(0), positions: new Int32Array(0), sources: new Int32Array(0), count: 0 };
+  private topIdx = new Int32Array(0);
+  private topVal = new Float32Array(0);
+  private at: number[] = [];
+  private topAt: number[] = [];
+  /** Largest position + 1 any row of the last assembled step writes. */
+  maxPosition = 0;
+
+  /**
+   * The rows of `seqs` (which must be ordered by groupKey), or null when none has a row left. The returned
+   * arrays are views into buffers reused by the next call.
+   */
+  assemble(seqs: readonly Sequence[]): StepRows | null {
+    let count = 0, topNeed = 0, maxPos = 0;
+    for (const s of seqs) {
+      const n = s.rowCount();
+      count += n;
+      topNeed += n * s.topK;
+      if (n > 0) maxPos = Math.max(maxPos, s.nextPosition() + 1);
+    }
+    this.maxPosition = maxPos;
+    if (count === 0) return null;
+    if (this.buf.tokens.length < count) {
+      const cap = Math.max(count, this.buf.tokens.length * 2);
+      this.buf = { tokens: new Int32Array(cap), slots: new Int32Array(cap), positions: new Int32Array(cap), sources: new Int32Array(cap), count: 0 };
+    }
+    if (this.topIdx.length < topNeed) {
+      const cap = Math.max(topNeed, this.topIdx.length * 2);
+      this.topIdx = new Int32Array(cap);
+      this.topVal = new Float32Array(cap);
+    }
+    this.at.length = seqs.length;
+    let r = 0;
+    for (let i = 0; i < seqs.length; i++) {
+      this.at[i] = r;
+      seqs[i].fillRows(this.buf, r);
+      r += seqs[i].rowCount();
+    }
+    const b = this.buf;
+    return { tokens: b.tokens.subarray(0, count), slots: b.slots.subarray(0, count), positions: b.positions.subarray(0, count), sources: b.sources.subarray(0, count), count };
+  }
+
+  /**
+   * Hands the logits of the step assembled last back to the same `seqs`: processing, grouped top-k, advance.
+   * `onAdvance(i, token)` is called per sequence after it advanced (token: greedy/sampling's decided token).
+   */
+  consume(seqs: readonly Sequence[], logits: Float32Array, vocab: number, topk: TopkFn, copySlot: CopySlot, onAdvance?: (i: number, token: number, rows: number) => void): void {
+    const at = this.at;
+    for (let i = 0; i < seqs.length; i++) if (seqs[i].rowCount() > 0) seqs[i].prepare(logits, at[i], vocab);
+    const topAt = this.topAt;
+    topAt.length = seqs.length;
+    let t = 0;
+    for (let i = 0; i < seqs.length;) {
+      const k = seqs[i].topK, ls = seqs[i].logSoftmax;
+      let e = i, n = 0;
+      while (e < seqs.length && seqs[e].topK === k && seqs[e].logSoftmax === ls) {
+        topAt[e] = t + n * k;
+        n += seqs[e].rowCount();
+        e++;
+      }
+      if (k > 0 && n > 0) topk(logits, at[i], n, k, ls, this.topIdx.subarray(t, t + n * k), this.topVal.subarray(t, t + n * k));
+      t += n * k;
+      i = e;
+    }
+    const out: StepOutput = { vocab, logits, topIdx: this.topIdx, topVal: this.topVal };
+    for (let i = 0; i < seqs.length; i++) {
+      const rows = seqs[i].rowCount();
+      if (rows === 0) continue;
+      const tok = seqs[i].advance(out, at[i], topAt[i], copySlot);
+      onAdvance?.(i, tok, rows);
+    }
+  }
+}
+
+/** What a plain search loop needs from a model (sources already encoded into source slots 0..n-1). */
 export interface Stepper {
   vocab: number;
   step(rows: StepRows): Float32Array;
   copySlot(from: number, to: number, len: number): void;
-}
-
-export interface SearchOptions {
-  /** Beam width; 1 (default) is greedy or sampling. */
-  beam?: number;
-  /** Hugging Face semantics: counts the decoder start token, so at most maxLength - 1 tokens are generated. */
-  maxLength: number;
-  /** Exponent on the length in beam scoring (score = sum log p / length ** lengthPenalty). Default 1. */
-  lengthPenalty?: number;
-  /** Beam stopping: true = when `beam` hypotheses are finished; false (default) = when no running beam can beat them. */
-  earlyStopping?: boolean;
-  /** eos is banned until this many tokens were generated (transformers' min_new_tokens). */
-  minNewTokens?: number;
-  /** Sampling instead of argmax (beam must be 1). */
-  sample?: boolean;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  seed?: number;
-  /** Called with (source index, token id) as soon as a token is decided (greedy and sampling). */
-  onToken?: (source: number, token: number) => void;
-}
-
-export interface SearchSpec {
-  startId: number;
-  eosId: number;
-  /** Token ids never generated (pad). */
-  banned: number[];
-  /** Force eos at the last slot (transformers' forced_eos_token_id). */
-  forceEosAtMax: boolean;
+  topk?: TopkFn;
 }
 
 export interface SearchResult {
@@ -59,262 +142,51 @@ export interface SearchResult {
   firstTokenMs: number;
 }
 
-/** Applies bans, min length and the forced eos to one row of logits in place. */
-export function processLogits(logits: Float32Array, off: number, vocab: number, spec: SearchSpec, forceEos: boolean, banEos = false): void {
-  if (forceEos) {
-    const keep = logits[off + spec.eosId];
-    logits.fill(-Infinity, off, off + vocab);
-    logits[off + spec.eosId] = Number.isFinite(keep) ? keep : 0;
-    return;
-  }
-  for (const b of spec.banned) logits[off + b] = -Infinity;
-  if (banEos) logits[off + spec.eosId] = -Infinity;
-}
-
-export function argmax(a: Float32Array, off: number, n: number): number {
-  let best = 0, bv = -Infinity;
+/**
+ * One sequence per source (source i in source slot i, slots handed out in order), stepped until all are done.
+ * `step` may be async (onnxruntime); the loop then awaits it.
+ */
+export function searchSequences(n: number, spec: SearchSpec, o: SearchOptions): { seqs: Sequence[]; slotsUsed: number } {
+  const seqs: Sequence[] = [];
+  let next = 0;
   for (let i = 0; i < n; i++) {
-    const v = a[off + i];
-    if (v > bv) { bv = v; best = i; }
+    const s = createSequence(spec, o);
+    s.attach(Array.from({ length: s.slotsNeeded }, () => next++), i);
+    seqs.push(s);
   }
-  return best;
+  return { seqs, slotsUsed: next };
 }
 
-function sampleToken(a: Float32Array, off: number, n: number, o: SearchOptions, rnd: () => number): number {
-  const t = o.temperature ?? 1;
-  const idx: number[] = [];
-  for (let i = 0; i < n; i++) if (a[off + i] > -Infinity) idx.push(i);
-  idx.sort((x, y) => a[off + y] - a[off + x]);
-  let cand = o.topK && o.topK > 0 ? idx.slice(0, o.topK) : idx;
-  const mx = a[off + cand[0]];
-  let probs = cand.map((i) => Math.exp((a[off + i] - mx) / t));
-  let total = probs.reduce((s, p) => s + p, 0);
-  if (o.topP !== undefined && o.topP < 1) {
-    let acc = 0, cut = cand.length;
-    for (let i = 0; i < cand.length; i++) {
-      acc += probs[i] / total;
-      if (acc >= o.topP) { cut = i + 1; break; }
-    }
-    cand = cand.slice(0, cut);
-    probs = probs.slice(0, cut);
-    total = probs.reduce((s, p) => s + p, 0);
-  }
-  let r = rnd() * total;
-  for (let i = 0; i < cand.length; i++) {
-    r -= probs[i];
-    if (r <= 0) return cand[i];
-  }
-  return cand[cand.length - 1];
-}
-
-function checkOptions(o: SearchOptions): number {
-  const beam = o.beam ?? 1;
-  if (!Number.isInteger(beam) || beam < 1 || beam > 64) throw new ChimeraError('E_ARG', `beam must be an integer in 1..64, got ${beam}`);
-  if (!Number.isInteger(o.maxLength) || o.maxLength < 2) throw new ChimeraError('E_ARG', `maxLength must be an integer >= 2, got ${o.maxLength}`);
-  if (o.sample && beam > 1) throw new ChimeraError('E_ARG', 'sampling with beam > 1 is not supported');
-  if (o.temperature !== undefined && !(o.temperature > 0)) throw new ChimeraError('E_ARG', 'temperature must be > 0');
-  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new ChimeraError('E_ARG', 'topP must be in (0, 1]');
-  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new ChimeraError('E_ARG', 'topK must be an integer >= 0');
-  return beam;
-}
-
-/**
- * Greedy or sampled decoding of `n` sources (source slot i = i). Slot i holds source i's only hypothesis.
- */
-export function greedySearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOptions): SearchResult {
-  checkOptions(o);
+/** Synchronous greedy / sampling / beam search of n encoded sources: the thin loop over the sequence objects. */
+export function runSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOptions, onToken?: (source: number, token: number) => void): SearchResult {
   const t0 = performance.now();
-  const rnd = mulberry32(o.seed ?? 0);
-  const out: number[][] = Array.from({ length: n }, () => []);
-  const last = new Int32Array(n).fill(spec.startId);
-  // Row r of a step is source active[r]; buffers are allocated once and views are re-cut only when the
-  // number of live sources changes (a source finishing), never per step.
-  let active = Int32Array.from({ length: n }, (_, i) => i);
-  let next = new Int32Array(n);
-  const buf = { tokens: new Int32Array(n), slots: new Int32Array(n), positions: new Int32Array(n), sources: new Int32Array(n) };
-  let rows: StepRows | null = null;
-  let count = n;
-  let firstTokenMs = 0;
-  for (let pos = 0; count > 0; pos++) {
-    if (!rows || rows.count !== count)
-      rows = {
-        tokens: buf.tokens.subarray(0, count), slots: buf.slots.subarray(0, count),
-        positions: buf.positions.subarray(0, count), sources: buf.sources.subarray(0, count), count,
-      };
-    for (let r = 0; r < count; r++) {
-      const s = active[r];
-      buf.tokens[r] = last[s];
-      buf.slots[r] = s;
-      buf.positions[r] = pos;
-      buf.sources[r] = s;
-    }
-    const logits = st.step(rows);
-    const forceEos = spec.forceEosAtMax && pos + 2 >= o.maxLength;
-    const banEos = pos < (o.minNewTokens ?? 0);
-    let live = 0;
-    for (let r = 0; r < count; r++) {
-      const s = active[r];
-      const off = r * st.vocab;
-      processLogits(logits, off, st.vocab, spec, forceEos, banEos);
-      const tok = o.sample ? sampleToken(logits, off, st.vocab, o, rnd) : argmax(logits, off, st.vocab);
-      out[s].push(tok);
-      last[s] = tok;
-      o.onToken?.(s, tok);
-      if (tok !== spec.eosId && pos + 2 < o.maxLength) next[live++] = s;
-    }
-    if (pos === 0) firstTokenMs = performance.now() - t0;
-    [active, next] = [next, active];
-    count = live;
+  const { seqs } = searchSequences(n, spec, o);
+  const asm = new StepAssembler();
+  const topk = st.topk ?? makeTopkJs(st.vocab);
+  let firstTokenMs = -1;
+  for (let rows; (rows = asm.assemble(seqs)); ) {
+    asm.consume(seqs, st.step(rows), st.vocab, topk, (f, t, l) => st.copySlot(f, t, l), (i, tok) => {
+      if (onToken && seqs[i].topK <= 1) onToken(i, tok);
+    });
+    if (firstTokenMs < 0) firstTokenMs = performance.now() - t0;
   }
-  return { ids: out, firstTokenMs };
+  return { ids: seqs.map((s) => s.result()), firstTokenMs: Math.max(0, firstTokenMs) };
 }
 
-export interface Hyp {
-  tokens: number[];
-  score: number;
-  eos?: boolean; // finished by eos (which is not in tokens)
-}
-
-/**
- * Beam search with transformers' semantics: 2 x beam candidates per step, finished hypotheses scored
- * sum log p / length ** lengthPenalty (length counts the start token), the earlyStopping rules of
- * BeamHypotheses. Source i uses slots [2 i beam, 2 (i + 1) beam): two banks of `beam`, swapped each step
- * so that reordering never overwrites a parent before it is copied.
- */
-export function beamSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOptions): SearchResult {
-  const B = checkOptions(o);
-  const lp = o.lengthPenalty ?? 1;
-  const early = o.earlyStopping ?? false;
+/** As runSearch, for an engine whose step is asynchronous (onnxruntime's sessions). */
+export async function runSearchAsync(
+  st: { vocab: number; step(rows: StepRows): Promise<Float32Array>; copySlot(from: number, to: number, len: number): void; topk?: TopkFn },
+  n: number, spec: SearchSpec, o: SearchOptions,
+): Promise<SearchResult> {
   const t0 = performance.now();
-  const V = st.vocab;
-  const beams: Hyp[][] = Array.from({ length: n }, () => [{ tokens: [spec.startId], score: 0 }]);
-  const finished: Hyp[][] = Array.from({ length: n }, () => []);
-  const done = new Array<boolean>(n).fill(false);
-  const bank = new Array<number>(n).fill(0);
-  const slotOf = (s: number, bk: number, j: number) => s * 2 * B + bk * B + j;
-  const cap = n * B;
-  const rows: StepRows = {
-    tokens: new Int32Array(cap), slots: new Int32Array(cap), positions: new Int32Array(cap), sources: new Int32Array(cap), count: 0,
-  };
-  let firstTokenMs = 0;
-  const worst = (f: Hyp[]) => Math.min(...f.map((h) => h.score));
-  for (let cur = 1; ; cur++) {
-    // rows: every live beam of every unfinished source
-    const owners: [number, number][] = [];
-    for (let s = 0; s < n; s++) {
-      if (done[s]) continue;
-      beams[s].forEach((h, j) => {
-        const r = owners.length;
-        rows.tokens[r] = h.tokens[h.tokens.length - 1];
-        rows.slots[r] = slotOf(s, bank[s], j);
-        rows.positions[r] = cur - 1;
-        rows.sources[r] = s;
-        owners.push([s, j]);
-      });
-    }
-    if (owners.length === 0) break;
-    const c = owners.length;
-    const logits = st.step({ tokens: rows.tokens.subarray(0, c), slots: rows.slots.subarray(0, c), positions: rows.positions.subarray(0, c), sources: rows.sources.subarray(0, c), count: c });
-    if (cur === 1) firstTokenMs = performance.now() - t0;
-    const forceEos = spec.forceEosAtMax && cur + 1 >= o.maxLength;
-    const banEos = cur - 1 < (o.minNewTokens ?? 0);
-    for (let r = 0; r < c; r++) processLogits(logits, r * V, V, spec, forceEos, banEos);
-    logSoftmax(logits.subarray(0, c * V), V); // natively, all rows at once: this is most of a beam step's work
-    let r0 = 0;
-    for (let s = 0; s < n; s++) {
-      if (done[s]) continue;
-      const live = beams[s];
-      // top 2B of (beam score + log p) over this source's rows
-      const cand: Candidate[] = [];
-      for (let j = 0; j < live.length; j++) {
-        const off = (r0 + j) * V;
-        collectTop(logits, off, V, live[j].score, j, cand, 2 * B);
-      }
-      if (cand.length < 2 * B) cand.sort((a, b) => b.score - a.score);
-      r0 += live.length;
-      const next: Hyp[] = [];
-      const parents: number[] = [];
-      for (let rank = 0; rank < cand.length && next.length < B; rank++) {
-        const cnd = cand[rank];
-        if (!Number.isFinite(cnd.score)) break;
-        if (cnd.token === spec.eosId) {
-          if (rank >= B) continue; // an eos outside the top `beam` candidates is not a hypothesis
-          const toks = live[cnd.beam].tokens;
-          addFinished(finished[s], { tokens: toks.slice(), score: cnd.score / toks.length ** lp, eos: true }, B);
-        } else {
-          next.push({ tokens: [...live[cnd.beam].tokens, cnd.token], score: cnd.score });
-          parents.push(cnd.beam);
-        }
-      }
-      // stopping, as BeamHypotheses.is_done
-      const f = finished[s];
-      let isDone = next.length === 0 || cur + 1 >= o.maxLength;
-      if (!isDone && f.length >= B) {
-        if (early) isDone = true;
-        else isDone = worst(f) >= cand[0].score / cur ** lp; // the best candidate score at the current length
-      }
-      if (isDone) {
-        if (cur + 1 >= o.maxLength)
-          for (const h of next) addFinished(f, { tokens: h.tokens, score: h.score / h.tokens.length ** lp }, B);
-        done[s] = true;
-        continue;
-      }
-      // move each new beam's cache into the other bank
-      const nb = 1 - bank[s];
-      parents.forEach((p, j) => st.copySlot(slotOf(s, bank[s], p), slotOf(s, nb, j), cur));
-      bank[s] = nb;
-      beams[s] = next;
-    }
+  const { seqs } = searchSequences(n, spec, o);
+  const asm = new StepAssembler();
+  const topk = st.topk ?? makeTopkJs(st.vocab);
+  let firstTokenMs = -1;
+  for (let rows; (rows = asm.assemble(seqs)); ) {
+    const logits = await st.step(rows);
+    asm.consume(seqs, logits, st.vocab, topk, (f, t, l) => st.copySlot(f, t, l));
+    if (firstTokenMs < 0) firstTokenMs = performance.now() - t0;
   }
-  const ids: number[][] = [];
-  for (let s = 0; s < n; s++) {
-    const best = finished[s].reduce((a, b) => (b.score > a.score ? b : a), finished[s][0] ?? { tokens: [spec.startId], score: -Infinity });
-    // the eos that ended a hypothesis is not in its tokens; report it as greedy does
-    const toks = best.tokens.slice(1);
-    ids.push(best.eos ? [...toks, spec.eosId] : toks);
-  }
-  return { ids, firstTokenMs };
-}
-
-export interface Candidate {
-  score: number;
-  beam: number;
-  token: number;
-}
-
-/**
- * Merges row `beam`'s tokens (log-probs at logits[off, off + V) plus the beam's score) into `cand`, which keeps
- * the `keep` best, best first. A token must beat the current floor (the keep-th best), so almost every token
- * costs one addition and one comparison.
- */
-export function collectTop(logits: Float32Array, off: number, V: number, base: number, beam: number, cand: Candidate[], keep: number): void {
-  let floor = cand.length === keep ? cand[keep - 1].score : -Infinity;
-  for (let t = 0; t < V; t++) {
-    const sc = logits[off + t] + base;
-    if (sc <= floor) continue;
-    if (cand.length < keep) {
-      cand.push({ score: sc, beam, token: t });
-      if (cand.length === keep) {
-        cand.sort((a, b) => b.score - a.score);
-        floor = cand[keep - 1].score;
-      }
-    } else {
-      let k = keep - 1;
-      while (k > 0 && cand[k - 1].score < sc) k--;
-      cand.splice(k, 0, { score: sc, beam, token: t });
-      cand.pop();
-      floor = cand[keep - 1].score;
-    }
-  }
-}
-
-/** Keeps the `B` best finished hypotheses (transformers' BeamHypotheses.add). */
-export function addFinished(f: Hyp[], h: Hyp, B: number): void {
-  if (f.length < B) {
-    f.push(h);
-  } else {
-    let wi = 0;
-    for (let i = 1; i < f.length; i++) if (f[i].score < f[wi].score) wi = i;
-    if (h.score > f[wi].score) f[wi] = h;
-  }
+  return { ids: seqs.map((s) => s.result()), firstTokenMs: Math.max(0, firstTokenMs) };
 }

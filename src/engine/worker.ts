@@ -1,81 +1,187 @@
 /**
- * The Translator's worker thread: owns one MarianModel and its tokenizer, and answers requests from the
- * main thread, so the caller's event loop never waits on the model.
+ * The Translator's worker thread: owns one MarianModel, its tokenizer and a Scheduler. Requests from the main
+ * thread are queued; between decoder steps the event loop turns (setImmediate), so new requests, aborts and
+ * close are seen at every step boundary and join the running batch.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { ChimeraError } from '../errors';
+import { ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from '../errors';
 import { MarianModel, type GenerateOptions, type MarianLoadOptions } from '../marian';
+import { Scheduler, type SchedulerOptions, type SchedulerStats } from './scheduler';
+
+/** Wall-clock milliseconds (high resolution) that both threads agree on: performance.now() has a per-thread origin. */
+export function wallNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export interface WorkerOptions {
+  load: MarianLoadOptions;
+  scheduler: SchedulerOptions;
+}
 
 export type Request =
-  | { type: 'translate'; id: number; texts: string[]; opts: GenerateOptions }
-  | { type: 'stream'; id: number; text: string; opts: GenerateOptions }
+  | { type: 'translate'; id: number; sentences: string[]; opts: GenerateOptions; stream: boolean; textOf: number[] }
+  | { type: 'abort'; id: number }
   | { type: 'close' };
 
-export type Reply =
-  | { type: 'loaded'; loadMs: number; precision: unknown }
-  | { type: 'result'; id: number; results: TranslationResult[] }
-  | { type: 'token'; id: number; token: number; text: string; delta: string }
-  | { type: 'error'; id: number; code: string; message: string };
-
-export interface TranslationResult {
+/** One sentence's translation and its timeline (wall-clock ms). */
+export interface SentenceReply {
   text: string;
   tokens: number[];
-  ttftMs: number;
-  totalMs: number;
+  admitAt: number;
+  firstAt: number;
+  doneAt: number;
 }
+
+export interface WorkerStats extends SchedulerStats {
+  at: number;
+}
+
+export type Reply =
+  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; sourceLang?: string; targetLang?: string }
+  | { type: 'admit'; id: number; at: number }
+  | { type: 'token'; id: number; sentence: number; token: number; text: string }
+  | { type: 'sentence'; id: number; sentence: number; result: SentenceReply }
+  | { type: 'result'; id: number; sentences: SentenceReply[] }
+  | { type: 'error'; id: number; code: string; message: string; reason?: ChimeraErrorReason }
+  | { type: 'stats'; stats: WorkerStats; steps: { rows: number; ms: number }[] }
+  | { type: 'closed' };
 
 const port = parentPort;
 if (!port) throw new Error('worker.ts must run in a worker thread');
 
-function fail(id: number, e: unknown): void {
-  const err = e as { code?: string; message?: string };
-  port!.postMessage({ type: 'error', id, code: err.code ?? 'E_NATIVE', message: err.message ?? String(e) } satisfies Reply);
+function errorReply(id: number, e: unknown): Reply {
+  const err = e as { code?: string; message?: string; reason?: ChimeraErrorReason };
+  return { type: 'error', id, code: err?.code ?? 'E_NATIVE', message: err?.message ?? String(e), ...(err?.reason ? { reason: err.reason } : {}) };
 }
 
+/** Stats are sent at most this often while busy (ms): often enough for a scrape, cheap next to a step. */
+const STATS_INTERVAL_MS = 25;
+
 async function main(): Promise<void> {
-  const { dir, opts } = workerData as { dir: string; opts: MarianLoadOptions };
+  const { dir, opts } = workerData as { dir: string; opts: WorkerOptions };
   let model: MarianModel;
   try {
-    model = await MarianModel.load(dir, opts);
-    if (!model.tokenizer) throw new ChimeraError('E_MODEL', `${dir} has no usable tokenizer (tokenizer.json)`);
+    model = await MarianModel.load(dir, opts.load);
+    if (!model.tokenizer)
+      throw new ChimeraError('E_MODEL', `${dir} has no usable tokenizer: a model directory needs tokenizer.json, or source.spm + vocab.json; a packed file needs to have been converted from such a directory`);
   } catch (e) {
-    fail(-1, e);
+    port!.postMessage(errorReply(-1, e));
     return;
   }
   const tok = model.tokenizer!;
-  port!.postMessage({ type: 'loaded', loadMs: model.loadMs, precision: model.precision } satisfies Reply);
+  const sched = new Scheduler(model.createBatch(), opts.scheduler);
+  const cancels = new Map<number, () => void>();
+  let closing = false;
+  let running = false;
+  let lastStats = 0;
+
+  const sendStats = (): void => {
+    lastStats = performance.now();
+    const steps = sched.stepLog.splice(0, sched.stepLog.length);
+    port!.postMessage({ type: 'stats', stats: { ...sched.stats(), at: wallNow() }, steps } satisfies Reply);
+  };
+  const wall = (t: number) => performance.timeOrigin + t;
+
+  const loop = (): void => {
+    if (closing) return;
+    try {
+      sched.tick();
+    } catch (e) {
+      // the scheduler fails requests itself; anything reaching here is a bug: fail everything, keep serving
+      sched.failAll(new ChimeraError('E_NATIVE', `scheduler failure: ${(e as Error).message}`));
+    }
+    if (sched.busy) {
+      if (performance.now() - lastStats >= STATS_INTERVAL_MS) sendStats();
+      setImmediate(loop);
+    } else {
+      running = false;
+      sendStats();
+    }
+  };
+  const kick = (): void => {
+    if (!running && !closing) {
+      running = true;
+      setImmediate(loop);
+    }
+  };
+
+  port!.postMessage({
+    type: 'loaded', loadMs: model.loadMs, precision: model.precision, maxPositions: model.config.maxPositions,
+    ...languagePair(model),
+  } satisfies Reply);
+
   port!.on('message', (req: Request) => {
     if (req.type === 'close') {
+      // Between steps by construction (this handler never runs inside a step): nothing native is in flight.
+      closing = true;
+      sched.failAll(new ChimeraError('E_CLOSED', 'the Translator was closed before this request finished'));
+      port!.postMessage({ type: 'closed' } satisfies Reply);
       port!.close();
       return;
     }
+    if (req.type === 'abort') {
+      cancels.get(req.id)?.();
+      cancels.delete(req.id);
+      return;
+    }
+    if (closing) {
+      port!.postMessage(errorReply(req.id, new ChimeraError('E_CLOSED', 'the Translator is closed')));
+      return;
+    }
     try {
-      if (req.type === 'translate') {
-        const ids = req.texts.map((t) => tok.encode(t));
-        const r = model.generate(ids, req.opts);
-        const results = r.ids.map((out) => ({
-          text: tok.decode(out), tokens: out, ttftMs: r.ttftMs, totalMs: r.totalMs,
-        }));
-        port!.postMessage({ type: 'result', id: req.id, results } satisfies Reply);
-      } else {
-        const ids = [tok.encode(req.text)];
-        const sofar: number[] = [];
-        let prev = '';
-        const r = model.generate(ids, {
-          ...req.opts,
-          onToken: (_s, t) => {
-            sofar.push(t);
-            const text = tok.decode(sofar);
-            port!.postMessage({ type: 'token', id: req.id, token: t, text, delta: text.startsWith(prev) ? text.slice(prev.length) : text } satisfies Reply);
-            prev = text;
-          },
-        });
-        port!.postMessage({ type: 'result', id: req.id, results: [{ text: tok.decode(r.ids[0]), tokens: r.ids[0], ttftMs: r.ttftMs, totalMs: r.totalMs }] } satisfies Reply);
-      }
+      const ids = req.sentences.map((s) => tok.encode(s));
+      const texts = new Map<number, number[]>();
+      const cancel = sched.submit({
+        sources: ids,
+        options: model.searchOptions(req.opts),
+        label: (i) => `input ${req.textOf[i] ?? i}`,
+        onAdmit: (at) => port!.postMessage({ type: 'admit', id: req.id, at: wall(at) } satisfies Reply),
+        onToken: req.stream
+          ? (s, t) => {
+            let so = texts.get(s);
+            if (!so) texts.set(s, (so = []));
+            so.push(t);
+            port!.postMessage({ type: 'token', id: req.id, sentence: s, token: t, text: tok.decode(so) } satisfies Reply);
+          }
+          : undefined,
+        onSentence: req.stream
+          ? (s, r) => port!.postMessage({
+            type: 'sentence', id: req.id, sentence: s,
+            result: { text: tok.decode(r.ids), tokens: r.ids, admitAt: wall(r.admitAt), firstAt: wall(r.firstAt), doneAt: wall(r.doneAt) },
+          } satisfies Reply)
+          : undefined,
+        onDone: (rs) => {
+          cancels.delete(req.id);
+          sendStats(); // first, so stats() is current when the caller's promise resolves
+          port!.postMessage({
+            type: 'result', id: req.id,
+            sentences: rs.map((r) => ({ text: tok.decode(r.ids), tokens: r.ids, admitAt: wall(r.admitAt), firstAt: wall(r.firstAt), doneAt: wall(r.doneAt) })),
+          } satisfies Reply);
+        },
+        onError: (e) => {
+          cancels.delete(req.id);
+          // an abort was asked for by the main thread, which has already answered the caller
+          if ((e as { name?: string }).name !== 'AbortError') port!.postMessage(errorReply(req.id, e));
+        },
+      });
+      cancels.set(req.id, cancel);
+      kick();
     } catch (e) {
-      fail(req.id, e);
+      port!.postMessage(errorReply(req.id, e));
     }
   });
 }
 
+/** The model's language pair: config fields when present, else an opus-mt-SRC-TGT directory name. */
+function languagePair(model: MarianModel): { sourceLang?: string; targetLang?: string } {
+  const dir = String((workerData as { dir: string }).dir);
+  const m = /opus-mt-([a-z]{2,3}(?:_[a-zA-Z]+)?)-([a-z]{2,3}(?:_[a-zA-Z]+)?)/.exec(dir.split(/[\\/]/).filter(Boolean).pop() ?? '');
+  const c = model.config as unknown as { sourceLang?: string; targetLang?: string };
+  return {
+    ...(c.sourceLang ?? m?.[1] ? { sourceLang: c.sourceLang ?? m?.[1] } : {}),
+    ...(c.targetLang ?? m?.[2] ? { targetLang: c.targetLang ?? m?.[2] } : {}),
+  };
+}
+
+export type { ChimeraErrorCode };
 void main();
