@@ -15,6 +15,7 @@ import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from '
 import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from './engine/cache';
 import { joinSentences, splitSentences, type Segment } from './engine/sentences';
 import { checkKeys } from './util/options';
+import { resolveModelSource } from './model/hub-cache';
 
 export type { CachedSentence, SentenceCacheTier, CacheStats } from './engine/cache';
 
@@ -106,6 +107,8 @@ export interface ModelInfo {
   targetLang?: string;
   /** Identity used in cache keys (hash of the model's files). */
   identity: string;
+  /** Intra-op threads of this Translator's engine (its own pool: other Translators and the caller keep theirs). */
+  threads: number;
 }
 
 const DEFAULTS = { maxQueue: 1024, maxSlots: 64, maxSourceTokens: 4096, maxStateBytes: 2 ** 30, encodeChunkTokens: 256, cacheBytes: 32 * 2 ** 20 };
@@ -178,7 +181,7 @@ export class Translator extends EventEmitter {
     this.worker = worker;
     this.loadMs = loaded.loadMs;
     this.modelInfo = {
-      source, precision: loaded.precision as PrecisionPlan, maxSourceTokens: loaded.maxPositions, identity: modelIdentity(source),
+      source, precision: loaded.precision as PrecisionPlan, maxSourceTokens: loaded.maxPositions, identity: modelIdentity(source), threads: loaded.threads,
       ...(loaded.sourceLang ? { sourceLang: loaded.sourceLang } : {}), ...(loaded.targetLang ? { targetLang: loaded.targetLang } : {}),
     };
     this.cache = new SentenceCache(o.cacheBytes ?? DEFAULTS.cacheBytes, o.cacheTiers ?? []);
@@ -195,6 +198,12 @@ export class Translator extends EventEmitter {
   static load(model: string, opts: TranslatorLoadOptions = {}): Promise<Translator> {
     try {
       checkKeys(opts, LOAD_KEYS, 'Translator.load option');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    try {
+      // a directory, a packed file, or a Hugging Face repo id found offline in the local cache
+      model = resolveModelSource(model);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -428,7 +437,10 @@ export class Translator extends EventEmitter {
     const g = generateOptions(opts);
     const signal = opts?.signal;
     this.checkOpen();
-    if (signal?.aborted) throw new AbortError('the translation was aborted', { cause: signal.reason });
+    if (signal?.aborted) {
+      this.counters.aborted++;
+      throw new AbortError('the translation was aborted', { cause: signal.reason });
+    }
     let { plans, todo, todoKeys, textOf } = this.plan(list, g);
     try {
       if (todo.length > 0) ({ todo, todoKeys, textOf } = await this.fromTiers(plans, todo, todoKeys, textOf));

@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from '../errors';
+import { getThreads } from '../kernels';
 import { MarianModel, type GenerateOptions, type MarianLoadOptions } from '../marian';
 import { Scheduler, type SchedulerOptions, type SchedulerStats } from './scheduler';
 
@@ -37,7 +38,7 @@ export interface WorkerStats extends SchedulerStats {
 }
 
 export type Reply =
-  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; sourceLang?: string; targetLang?: string }
+  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; threads: number; sourceLang?: string; targetLang?: string }
   | { type: 'admit'; id: number; at: number }
   | { type: 'token'; id: number; sentence: number; token: number; text: string }
   | { type: 'sentence'; id: number; sentence: number; result: SentenceReply }
@@ -106,7 +107,7 @@ async function main(): Promise<void> {
   };
 
   port!.postMessage({
-    type: 'loaded', loadMs: model.loadMs, precision: model.precision, maxPositions: model.config.maxPositions,
+    type: 'loaded', loadMs: model.loadMs, precision: model.precision, maxPositions: model.config.maxPositions, threads: getThreads(),
     ...languagePair(model),
   } satisfies Reply);
 
