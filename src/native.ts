@@ -1,10 +1,10 @@
 /**
- * Loads the compiled addon. The search order is: an explicit CHIMERA_ADDON path, a prebuilt binary for this
- * platform under prebuilds/, then the local cmake-js / node-gyp build. When nothing loads, the error lists
- * what was tried and how to fix it.
+ * The addon's binding. Finding and loading the file (CHIMERA_NATIVE, the local build, the matching prebuild, the
+ * CPU baseline check, the error that lists what was tried) is src/native-loader.ts.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { loadAddonOnce } from './native-loader';
 import { ChimeraError } from './errors';
 
 /** The raw binding. Argument checks happen in TypeScript first; the addon re-checks sizes defensively. */
@@ -84,57 +84,10 @@ export interface NativeBinding {
   packedView(kind: string, n: number, k: number, src: Uint8Array, scales: Float32Array | null): object;
 }
 
-function candidates(root: string): string[] {
-  const list: string[] = [];
-  if (process.env.CHIMERA_ADDON) list.push(path.resolve(process.env.CHIMERA_ADDON));
-  list.push(path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'chimera.node'));
-  list.push(path.join(root, 'build', 'Release', 'chimera.node'));
-  list.push(path.join(root, 'build', 'Debug', 'chimera.node'));
-  return list;
-}
-
-function packageRoot(): string {
-  // dist/native.js and src/native.ts both sit one level below the package root.
-  let dir = __dirname;
-  for (let i = 0; i < 4; i++) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    dir = path.dirname(dir);
-  }
-  return path.resolve(__dirname, '..');
-}
-
 let cached: NativeBinding | undefined;
 
 export function native(): NativeBinding {
   if (cached) return cached;
-  const root = packageRoot();
-  const tried: string[] = [];
-  for (const file of candidates(root)) {
-    if (!fs.existsSync(file)) {
-      tried.push(`${file} (missing)`);
-      continue;
-    }
-    try {
-      cached = require(file) as NativeBinding;
-      return cached;
-    } catch (e) {
-      // An ISA forced through CHIMERA_ISA that this CPU lacks is a user error, not a load failure.
-      const code = (e as { code?: string }).code;
-      if (code === 'E_ISA') throw new ChimeraError('E_ISA', (e as Error).message, { cause: e });
-      tried.push(`${file} (${(e as Error).message.split('\n')[0]})`);
-    }
-  }
-  throw new ChimeraError(
-    'E_NATIVE_LOAD',
-    [
-      `chimera: could not load the native addon for ${process.platform}-${process.arch} (Node ${process.version}, N-API ${process.versions.napi}).`,
-      'Tried:',
-      ...tried.map((t) => `  - ${t}`),
-      'Possible fixes:',
-      '  - build it from source: `npm rebuild chimera-infer` (needs cmake >= 3.18 and a C++17 compiler: `apt-get install cmake g++`)',
-      '  - or with node-gyp instead of cmake: `npx node-gyp rebuild` in the package folder',
-      '  - if you installed with --ignore-scripts, run `npm rebuild chimera-infer` once',
-      '  - point CHIMERA_ADDON at a chimera.node you built elsewhere',
-    ].join('\n'),
-  );
+  cached = loadAddonOnce().binding as NativeBinding;
+  return cached;
 }
