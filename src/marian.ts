@@ -7,12 +7,12 @@ import * as fs from 'node:fs';
 import { ChimeraError, rethrowNative } from './errors';
 import { LayerNormParams, PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads } from './kernels';
 import { native } from './native';
-import { checkSearchOptions, makeTopkJs, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
+import { checkSearchOptions, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
 import { Scheduler, type BatchModel } from './engine/scheduler';
 import { readMarianConfig, type MarianConfig } from './model/config';
 import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } from './model/weights';
 import { MarianTokenizer, readTokenizerFiles } from './model/tokenizer';
-import { isPackedModelFile, readPackedModel, writePackedModel } from './model/packed-file';
+import { ACTIVATION_CODES, isPackedModelFile, readPackedModel, writePackedModel, type MarianDesc } from './model/packed-file';
 import { resolveModelSource } from './model/hub-cache';
 
 export type Precision = 'fp32' | 'fp16' | 'int8';
@@ -49,13 +49,7 @@ export interface GenerateResult {
   totalMs: number;
 }
 
-interface BatchBindings {
-  marianStateResize(state: object, slots: number, maxLen: number, sources: number, maxSrc: number): void;
-  marianReleaseSource(state: object, src: number): void;
-  topkRows?(x: Float32Array, rows: number, cols: number, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array): void;
-}
-
-const ACT: Record<string, number> = { relu: 1, swish: 2, silu: 2, gelu: 3, gelu_new: 4 };
+const ACT = ACTIVATION_CODES;
 
 function planOf(p: MarianLoadOptions['precision']): PrecisionPlan {
   const tiers = ['fp32', 'fp16', 'int8'];
@@ -130,13 +124,13 @@ export class MarianModel {
   readonly loadMs: number;
   private readonly handle: object;
   /** The native description (kept for save(): packed handles, biases, live LN parameters). */
-  private readonly desc: Record<string, unknown>;
+  private readonly desc: MarianDesc;
   private readonly tokenizerFiles: Map<string, Uint8Array>;
   private state: object | null = null;
   private stateShape = { slots: 0, maxLen: 0, sources: 0, maxSrc: 0 };
 
   private constructor(
-    config: MarianConfig, desc: Record<string, unknown>, precision: PrecisionPlan, tokenizerFiles: Map<string, Uint8Array>, t0: number,
+    config: MarianConfig, desc: MarianDesc, precision: PrecisionPlan, tokenizerFiles: Map<string, Uint8Array>, t0: number,
   ) {
     this.config = config;
     this.desc = desc;
@@ -190,10 +184,10 @@ export class MarianModel {
       if (!isPackedModelFile(source))
         throw new ChimeraError('E_MODEL', `${source} is a file but not a chimera packed model; pass a Hugging Face model directory or a file from \`chimera convert\``);
       const p = readPackedModel(source);
-      const plan = p.header.precision as PrecisionPlan;
+      const plan: PrecisionPlan = p.header.precision;
       if (opts.precision !== undefined && JSON.stringify(planOf(opts.precision)) !== JSON.stringify(plan))
         throw new ChimeraError('E_ARG', `${source} was packed at ${JSON.stringify(plan)}; convert again for another precision`);
-      return new MarianModel(p.header.config as MarianConfig, p.desc, plan, p.tokenizerFiles, t0);
+      return new MarianModel(p.header.config, p.desc, plan, p.tokenizerFiles, t0);
     }
     if (!st.isDirectory()) throw new ChimeraError('E_MODEL', `model path ${source} is neither a directory nor a file`);
     const config = readMarianConfig(source);
@@ -230,7 +224,7 @@ export class MarianModel {
     const qs = (d / config.encoderHeads) ** -0.5;
     const qsDec = (d / config.decoderHeads) ** -0.5;
     const norm = (n: { gamma: Float32Array; beta: Float32Array }) => ({ gamma: n.gamma, beta: n.beta });
-    const desc = {
+    const desc: MarianDesc = {
       d,
       heads: config.decoderHeads,
       vocab: config.vocabSize,
@@ -378,11 +372,9 @@ export class MarianModel {
     let state: object | null = null;
     let shape = { slots: 0, positions: 0, sources: 0, sourceLen: 0 };
     let logits = new Float32Array(0);
-    // the batching bindings (topkRows may be missing from an older addon build: the TypeScript top-k stands in)
-    const nat = native() as ReturnType<typeof native> & BatchBindings;
-    const topk: TopkFn = typeof nat.topkRows === 'function'
-      ? (x, row0, rows, k, ls, idx, val) => nat.topkRows!(x.subarray(row0 * V, (row0 + rows) * V), rows, V, k, ls, idx, val)
-      : makeTopkJs(V);
+    const nat = native();
+    // the scheduler hands in views it sized itself: the raw binding, without re-validating every step
+    const topk: TopkFn = (x, row0, rows, k, ls, idx, val) => nat.topkRows(x.subarray(row0 * V, (row0 + rows) * V), rows, V, k, ls, idx, val);
     const handle = this.handle;
     return {
       vocab: V,
@@ -430,8 +422,8 @@ export class MarianModel {
       const d = this.config.dModel;
       const wrap = (n: { gamma: Float32Array; beta: Float32Array }) => new LayerNormParams(d, { gamma: n.gamma, beta: n.beta, live: true });
       type N = { gamma: Float32Array; beta: Float32Array };
-      const enc = this.desc.encoder as { lnAttn: N; lnFfn: N }[];
-      const dec = this.desc.decoder as { lnSelf: N; lnCross: N; lnFfn: N }[];
+      const enc: { lnAttn: N; lnFfn: N }[] = this.desc.encoder;
+      const dec: { lnSelf: N; lnCross: N; lnFfn: N }[] = this.desc.decoder;
       this.norms = [
         ...enc.flatMap((l, i) => [
           { name: `model.encoder.layers.${i}.self_attn_layer_norm`, params: wrap(l.lnAttn) },

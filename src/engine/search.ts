@@ -5,7 +5,7 @@
  * advances. The scheduler (continuous batching), MarianModel.generate and the onnxruntime reference loop all
  * run their steps through StepAssembler, so search has one implementation.
  */
-import { logSoftmax } from '../kernels';
+import { logSoftmax, topk as topkKernel } from '../kernels';
 import type { CopySlot, SearchSpec, Sequence, StepOutput, StepRows } from './sequence';
 import { createSequence, type SearchOptions } from './sequence';
 
@@ -43,6 +43,13 @@ export function makeTopkJs(vocab: number): TopkFn {
         outIdx[o + n] = 0;
       }
     }
+  };
+}
+
+/** Top-k through the native kernel (validated wrapper): rows of `vocab` logits, x itself left unchanged. */
+export function makeTopk(vocab: number): TopkFn {
+  return (logits, row0, rows, k, ls, outIdx, outVal) => {
+    topkKernel(logits.subarray(row0 * vocab, (row0 + rows) * vocab), rows, vocab, k, { logSoftmax: ls, outIdx, outVal });
   };
 }
 
@@ -162,7 +169,7 @@ export function runSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOpt
   const t0 = performance.now();
   const { seqs } = searchSequences(n, spec, o);
   const asm = new StepAssembler();
-  const topk = st.topk ?? makeTopkJs(st.vocab);
+  const topk = st.topk ?? makeTopk(st.vocab);
   let firstTokenMs = -1;
   for (let rows; (rows = asm.assemble(seqs)); ) {
     asm.consume(seqs, st.step(rows), st.vocab, topk, (f, t, l) => st.copySlot(f, t, l), (i, tok) => {
@@ -181,7 +188,7 @@ export async function runSearchAsync(
   const t0 = performance.now();
   const { seqs } = searchSequences(n, spec, o);
   const asm = new StepAssembler();
-  const topk = st.topk ?? makeTopkJs(st.vocab);
+  const topk = st.topk ?? makeTopk(st.vocab);
   let firstTokenMs = -1;
   for (let rows; (rows = asm.assemble(seqs)); ) {
     const logits = await st.step(rows);

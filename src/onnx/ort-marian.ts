@@ -15,8 +15,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { readMarianConfig, type MarianConfig } from '../model/config';
 import { ONNX_FILES, type MarianOnnxGraphs } from './export-marian';
-import { addFinished, argmax, collectTop, processLogits, type Candidate, type Hyp, type SearchSpec } from '../engine/search';
-import { logSoftmax } from '../kernels';
+import { makeTopk, searchSequences, StepAssembler, type SearchSpec } from '../engine/search';
 
 export interface OrtGenerateOptions {
   beam?: number;
@@ -182,7 +181,12 @@ export class OrtMarian {
     };
   }
 
-  /** Same contract as MarianModel.generate: ids per source (each with its eos) → generated ids. */
+  /**
+   * Same contract as MarianModel.generate: ids per source (each with its eos) → generated ids. Search runs through
+   * chimera's own per-sequence objects (src/engine/sequence.ts) and step assembler, so both engines share one
+   * search; only the memory differs: ORT's past K/V rows follow the step's row order, so a slot is mapped to the
+   * row its memory sits in, and a beam's slot copy becomes a row gather before the next step.
+   */
   async generate(inputIds: number[][], opts: OrtGenerateOptions = {}): Promise<OrtGenerateResult> {
     const t0 = performance.now();
     const beam = opts.beam ?? 1;
@@ -190,116 +194,24 @@ export class OrtMarian {
     const maxLength = Math.min(maxNew + 1, this.config.maxPositions);
     const { hidden, mask } = await this.encode(inputIds);
     const st = this.stepper(hidden, mask);
-    const r = beam > 1 ? await this.beamSearch(st, inputIds.length, beam, maxLength, opts, t0) : await this.greedy(st, inputIds.length, maxLength, opts, t0);
-    return { ...r, totalMs: performance.now() - t0 };
-  }
-
-  private async greedy(st: ReturnType<OrtMarian['stepper']>, n: number, maxLength: number, o: OrtGenerateOptions, t0: number) {
-    const spec = this.spec, V = this.config.vocabSize;
-    const out: number[][] = Array.from({ length: n }, () => []);
-    const last = new Array<number>(n).fill(spec.startId);
-    let active = Array.from({ length: n }, (_, i) => i);
-    let parents: number[] | null = null;
+    const V = this.config.vocabSize;
+    const { seqs } = searchSequences(inputIds.length, this.spec, {
+      beam, maxLength, minNewTokens: opts.minNewTokens, lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping,
+    });
+    const asm = new StepAssembler();
+    const topk = makeTopk(V);
+    const rowOfSlot = new Map<number, number>(); // slot -> row of the last step's past that holds its memory
+    const copied = new Map<number, number>(); // slot -> the slot whose memory it took since the last step
     let ttftMs = 0, steps = 0;
-    for (let pos = 0; active.length > 0; pos++) {
-      const logits = await st.step(active.map((s) => last[s]), parents, active);
-      steps++;
-      const forceEos = spec.forceEosAtMax && pos + 2 >= maxLength;
-      const banEos = pos < (o.minNewTokens ?? 0);
-      const next: number[] = [];
-      parents = [];
-      for (let r = 0; r < active.length; r++) {
-        const s = active[r];
-        processLogits(logits, r * V, V, spec, forceEos, banEos);
-        const tok = argmax(logits, r * V, V);
-        out[s].push(tok);
-        last[s] = tok;
-        if (tok !== spec.eosId && pos + 2 < maxLength) {
-          next.push(s);
-          parents.push(r);
-        }
-      }
-      if (pos === 0) ttftMs = performance.now() - t0;
-      active = next;
+    for (let rows; (rows = asm.assemble(seqs)); ) {
+      const parents = steps === 0 ? null : Array.from(rows.slots, (s) => rowOfSlot.get(copied.get(s) ?? s)!);
+      const logits = await st.step(Array.from(rows.tokens), parents, Array.from(rows.sources));
+      rowOfSlot.clear();
+      copied.clear();
+      rows.slots.forEach((s, r) => rowOfSlot.set(s, r));
+      asm.consume(seqs, logits, V, topk, (from, to) => copied.set(to, from));
+      if (steps++ === 0) ttftMs = performance.now() - t0; // the first token picked
     }
-    return { ids: out, ttftMs, steps };
-  }
-
-  private async beamSearch(st: ReturnType<OrtMarian['stepper']>, n: number, B: number, maxLength: number, o: OrtGenerateOptions, t0: number) {
-    const spec = this.spec, V = this.config.vocabSize;
-    const lp = o.lengthPenalty ?? 1;
-    const early = o.earlyStopping ?? false;
-    const beams: Hyp[][] = Array.from({ length: n }, () => [{ tokens: [spec.startId], score: 0 }]);
-    const finished: Hyp[][] = Array.from({ length: n }, () => []);
-    const done = new Array<boolean>(n).fill(false);
-    // the row of the previous step each live beam's cache sits in
-    const rowOf: number[][] = Array.from({ length: n }, (_, s) => [s]);
-    let ttftMs = 0, steps = 0;
-    const worst = (f: Hyp[]) => Math.min(...f.map((h) => h.score));
-    let first = true;
-    for (let cur = 1; ; cur++) {
-      const tokens: number[] = [], parents: number[] = [], srcOf: number[] = [];
-      for (let s = 0; s < n; s++) {
-        if (done[s]) continue;
-        beams[s].forEach((h, j) => {
-          tokens.push(h.tokens[h.tokens.length - 1]);
-          parents.push(rowOf[s][j]);
-          srcOf.push(s);
-        });
-      }
-      if (tokens.length === 0) break;
-      const logits = await st.step(tokens, first ? null : parents, srcOf);
-      first = false;
-      steps++;
-      if (cur === 1) ttftMs = performance.now() - t0;
-      const forceEos = spec.forceEosAtMax && cur + 1 >= maxLength;
-      const banEos = cur - 1 < (o.minNewTokens ?? 0);
-      const rowsNow = tokens.length;
-      for (let r = 0; r < rowsNow; r++) processLogits(logits, r * V, V, spec, forceEos, banEos);
-      logSoftmax(logits.subarray(0, rowsNow * V), V);
-      let r0 = 0;
-      for (let s = 0; s < n; s++) {
-        if (done[s]) continue;
-        const live = beams[s];
-        const cand: Candidate[] = [];
-        for (let j = 0; j < live.length; j++) {
-          const off = (r0 + j) * V;
-          collectTop(logits, off, V, live[j].score, j, cand, 2 * B);
-        }
-        if (cand.length < 2 * B) cand.sort((a, b) => b.score - a.score);
-        const next: Hyp[] = [];
-        const nextRows: number[] = [];
-        for (let rank = 0; rank < cand.length && next.length < B; rank++) {
-          const c = cand[rank];
-          if (!Number.isFinite(c.score)) break;
-          if (c.token === spec.eosId) {
-            if (rank >= B) continue;
-            const toks = live[c.beam].tokens;
-            addFinished(finished[s], { tokens: toks.slice(), score: c.score / toks.length ** lp, eos: true }, B);
-          } else {
-            next.push({ tokens: [...live[c.beam].tokens, c.token], score: c.score });
-            nextRows.push(r0 + c.beam);
-          }
-        }
-        r0 += live.length;
-        const f = finished[s];
-        let isDone = next.length === 0 || cur + 1 >= maxLength;
-        if (!isDone && f.length >= B) isDone = early ? true : worst(f) >= cand[0].score / cur ** lp;
-        if (isDone) {
-          if (cur + 1 >= maxLength) for (const h of next) addFinished(f, { tokens: h.tokens, score: h.score / h.tokens.length ** lp }, B);
-          done[s] = true;
-          continue;
-        }
-        beams[s] = next;
-        rowOf[s] = nextRows;
-      }
-    }
-    const ids: number[][] = [];
-    for (let s = 0; s < n; s++) {
-      const best = finished[s].reduce((a, b) => (b.score > a.score ? b : a), finished[s][0] ?? { tokens: [spec.startId], score: -Infinity });
-      const toks = best.tokens.slice(1);
-      ids.push(best.eos ? [...toks, spec.eosId] : toks);
-    }
-    return { ids, ttftMs, steps };
+    return { ids: seqs.map((s) => s.result()), ttftMs, steps, totalMs: performance.now() - t0 };
   }
 }
