@@ -3,34 +3,35 @@
     "napi_defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
     "common_cflags": ["-O3", "-std=c++17", "-fexceptions", "-fvisibility=hidden"]
   },
+  "target_defaults": {
+    "include_dirs": ["native/include"],
+    "defines": ["<@(napi_defines)"],
+    "cflags_cc": ["<@(common_cflags)"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+    "conditions": [
+      ["OS=='win'", {
+        "msvs_settings": {
+          "VCCLCompilerTool": { "ExceptionHandling": 1, "RuntimeTypeInfo": "true", "AdditionalOptions": ["/std:c++17", "/O2"] }
+        }
+      }],
+      ["OS=='mac'", {
+        "xcode_settings": {
+          "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+          "GCC_ENABLE_CPP_RTTI": "YES",
+          "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+          "CLANG_CXX_LIBRARY": "libc++",
+          "MACOSX_DEPLOYMENT_TARGET": "11.0",
+          "GCC_SYMBOLS_PRIVATE_EXTERN": "YES",
+          "GCC_OPTIMIZATION_LEVEL": "3"
+        }
+      }],
+      ["OS!='win' and OS!='mac' and target_arch=='x64'", { "cflags_cc": ["-march=x86-64", "-mtune=generic"] }],
+      ["OS!='win' and OS!='mac' and target_arch=='arm64'", { "cflags_cc": ["-march=armv8-a"] }]
+    ]
+  },
   "targets": [
     {
-      "target_name": "kernels_avx2",
-      "type": "static_library",
-      "sources": ["native/kernels/kernels_avx2.cpp"],
-      "include_dirs": ["native/include"],
-      "cflags_cc": ["<@(common_cflags)", "-fPIC", "-mavx2", "-mfma", "-mf16c"],
-      "cflags_cc!": ["-fno-exceptions"]
-    },
-    {
-      "target_name": "kernels_avx512",
-      "type": "static_library",
-      "sources": ["native/kernels/kernels_avx512.cpp"],
-      "include_dirs": ["native/include"],
-      "cflags_cc": ["<@(common_cflags)", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"],
-      "cflags_cc!": ["-fno-exceptions"]
-    },
-    {
-      "target_name": "kernels_amx",
-      "type": "static_library",
-      "sources": ["native/kernels/kernels_amx.cpp"],
-      "include_dirs": ["native/include"],
-      "cflags_cc": ["<@(common_cflags)", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c", "-mamx-tile", "-mamx-int8"],
-      "cflags_cc!": ["-fno-exceptions"]
-    },
-    {
       "target_name": "chimera",
-      "dependencies": ["kernels_avx2", "kernels_avx512", "kernels_amx"],
       "sources": [
         "native/src/cpu.cpp",
         "native/src/dispatch.cpp",
@@ -40,10 +41,44 @@
         "native/kernels/kernels_scalar.cpp",
         "native/binding/addon.cpp"
       ],
-      "include_dirs": ["native/include", "<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["<@(napi_defines)"],
-      "cflags_cc": ["<@(common_cflags)"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "conditions": [
+        ["target_arch=='x64'",
+          { "dependencies": ["kernels_avx2", "kernels_avx512", "kernels_amx"] },
+          { "defines": ["CHIMERA_SCALAR_ONLY"] }]
+      ]
     }
+  ],
+  "conditions": [
+    ["target_arch=='x64'", {
+      "targets": [
+        {
+          "target_name": "kernels_avx2",
+          "type": "static_library",
+          "sources": ["native/kernels/kernels_avx2.cpp"],
+          "cflags_cc": ["-fPIC", "-mavx2", "-mfma", "-mf16c"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mfma", "-mf16c"] },
+          "msvs_settings": { "VCCLCompilerTool": { "AdditionalOptions": ["/arch:AVX2"] } }
+        },
+        {
+          "target_name": "kernels_avx512",
+          "type": "static_library",
+          "sources": ["native/kernels/kernels_avx512.cpp"],
+          "cflags_cc": ["-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c",
+                        "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"] },
+          "msvs_settings": { "VCCLCompilerTool": { "AdditionalOptions": ["/arch:AVX512"] } }
+        },
+        {
+          "target_name": "kernels_amx",
+          "type": "static_library",
+          "sources": ["native/kernels/kernels_amx.cpp"],
+          "cflags_cc": ["-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c",
+                        "-mamx-tile", "-mamx-int8", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c", "-mamx-tile", "-mamx-int8"] },
+          "msvs_settings": { "VCCLCompilerTool": { "AdditionalOptions": ["/arch:AVX512"] } }
+        }
+      ]
+    }]
   ]
 }
