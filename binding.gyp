@@ -1,6 +1,6 @@
 {
   "variables": {
-    "napi_defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    "napi_defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
     "common_cflags": ["-O3", "-std=c++17", "-fexceptions", "-fvisibility=hidden"]
   },
   "target_defaults": {

@@ -2,6 +2,7 @@
  * The kernel API: thin, validating wrappers over the addon. Every function checks dtypes, lengths and shapes
  * before native code runs and throws a ChimeraError with a stable code. Arrays are used in place, never copied.
  */
+import { types } from 'node:util';
 import { ChimeraError, rethrowNative } from './errors';
 import { native } from './native';
 
@@ -16,8 +17,10 @@ function fail(code: ConstructorParameters<typeof ChimeraError>[0], msg: string):
   throw new ChimeraError(code, msg);
 }
 
+// Real typed arrays only: `instanceof` also accepts Object.create(Float32Array.prototype) and a Proxy around
+// a typed array, whose `length` getter then throws a TypeError (or lies). util.types checks the internal slot.
 function checkF32(name: string, v: unknown): Float32Array {
-  if (!(v instanceof Float32Array)) fail('E_DTYPE', `${name} must be a Float32Array, got ${describe(v)}`);
+  if (!types.isFloat32Array(v)) fail('E_DTYPE', `${name} must be a Float32Array, got ${describe(v)}`);
   return v;
 }
 
@@ -30,8 +33,9 @@ function checkOptF32(name: string, v: unknown, len: number): Float32Array | null
 
 function describe(v: unknown): string {
   if (v === null) return 'null';
-  if (ArrayBuffer.isView(v)) return (v as object).constructor.name;
-  return typeof v;
+  if (types.isProxy(v)) return 'a Proxy';
+  if (types.isTypedArray(v) || types.isDataView(v)) return Object.prototype.toString.call(v).slice(8, -1);
+  return typeof v === 'object' ? 'an object that is not a typed array' : typeof v;
 }
 
 function checkDim(name: string, v: unknown): number {
@@ -348,7 +352,7 @@ export function topk(x: Float32Array, rows: number, cols: number, k: number, opt
   if (x.length !== rows * cols) fail('E_SHAPE', `x has length ${x.length}, expected rows * cols = ${rows * cols}`);
   const idx = opts.outIdx ?? new Int32Array(rows * k);
   const val = opts.outVal ?? new Float32Array(rows * k);
-  if (!(idx instanceof Int32Array)) fail('E_DTYPE', `outIdx must be an Int32Array, got ${describe(idx)}`);
+  if (!types.isInt32Array(idx)) fail('E_DTYPE', `outIdx must be an Int32Array, got ${describe(idx)}`);
   checkF32('outVal', val);
   if (idx.length !== rows * k) fail('E_SHAPE', `outIdx has length ${idx.length}, expected rows * k = ${rows * k}`);
   if (val.length !== rows * k) fail('E_SHAPE', `outVal has length ${val.length}, expected rows * k = ${rows * k}`);
@@ -385,10 +389,9 @@ type IntArray = Uint8Array | Int8Array;
 type ZeroPoint = number | IntArray | undefined;
 
 function checkInt8Operand(name: string, v: unknown): IntArray {
-  if (!(v instanceof Uint8Array) && !(v instanceof Int8Array))
+  if (!types.isUint8Array(v) && !types.isInt8Array(v))
     fail('E_DTYPE', `${name} must be a Uint8Array or Int8Array, got ${describe(v)}`);
-  if (v instanceof Uint8ClampedArray) fail('E_DTYPE', `${name} must be a Uint8Array or Int8Array, got Uint8ClampedArray`);
-  return v;
+  return v as IntArray;
 }
 
 function checkShape2(name: string, v: unknown): [number, number] {
@@ -405,7 +408,7 @@ function zeroPoints(name: string, zp: ZeroPoint, signed: boolean, perLen: number
     return Int32Array.of(zp);
   }
   checkInt8Operand(name, zp);
-  if ((zp instanceof Int8Array) !== signed) fail('E_DTYPE', `${name} must have the same element type as its matrix`);
+  if (types.isInt8Array(zp) !== signed) fail('E_DTYPE', `${name} must have the same element type as its matrix`);
   if (zp.length !== 1 && zp.length !== perLen) fail('E_SHAPE', `${name} has length ${zp.length}, expected 1 or ${perLen}`);
   return Int32Array.from(zp);
 }
@@ -418,8 +421,8 @@ function prepMatmulInteger(a: unknown, aShape: unknown, b: unknown, bShape: unkn
   if (k !== k2) fail('E_SHAPE', `inner dimensions differ: a is ${m}x${k}, b is ${k2}x${n}`);
   if (A.length !== m * k) fail('E_SHAPE', `a has length ${A.length}, expected ${m}x${k} = ${m * k}`);
   if (B.length !== k * n) fail('E_SHAPE', `b has length ${B.length}, expected ${k}x${n} = ${k * n}`);
-  const aS = A instanceof Int8Array;
-  const bS = B instanceof Int8Array;
+  const aS = types.isInt8Array(A);
+  const bS = types.isInt8Array(B);
   return { A, B, m, k, n, aS, bS, az: zeroPoints('aZeroPoint', aZp, aS, m), bz: zeroPoints('bZeroPoint', bZp, bS, n) };
 }
 
@@ -472,6 +475,7 @@ export class PackedInt8Weights {
     this.inFeatures = inFeatures;
     this.scales = new Float32Array(outFeatures);
     this.bytes = native().packedS8Info(handle, this.scales);
+    if (new.target === PackedInt8Weights) Object.freeze(this); // a handle cannot be swapped after the fact
   }
   /** The quantised weights as int8 [outFeatures, inFeatures] (a copy, for inspection and tests). */
   unpack(): Int8Array {
@@ -491,6 +495,11 @@ export class PackedFp32Weights {
     this.handle = handle;
     this.outFeatures = outFeatures;
     this.inFeatures = inFeatures;
+    const info = native().packedInfo(handle); // refuses anything but an fp32 / fp16 packed handle
+    if (info.kind === 's8') throw new ChimeraError('E_ARG', 'PackedFp32Weights needs an fp32 or fp16 packed handle, got an int8 one');
+    if (info.n !== outFeatures || info.k !== inFeatures)
+      throw new ChimeraError('E_SHAPE', `the handle is ${info.n}x${info.k}, not ${outFeatures}x${inFeatures}`);
+    if (new.target === PackedFp32Weights) Object.freeze(this);
   }
 }
 

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadAddonOnce } from './native-loader';
-import { ChimeraError } from './errors';
+import { ChimeraError, rethrowNative } from './errors';
 
 /** The raw binding. Argument checks happen in TypeScript first; the addon re-checks sizes defensively. */
 export interface NativeBinding {
@@ -86,8 +86,33 @@ export interface NativeBinding {
 
 let cached: NativeBinding | undefined;
 
+/**
+ * The one wrapper every TypeScript call into the addon goes through: each function of the binding, called
+ * through native(), maps what it throws (and what its promise rejects with) to a ChimeraError keeping the
+ * addon's code (E_NATIVE when it has none). Nothing else in the package holds the raw binding.
+ */
+export function guardBinding(raw: NativeBinding): NativeBinding {
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(raw as unknown as Record<string, unknown>)) {
+    if (typeof f !== 'function') {
+      out[name] = f;
+      continue;
+    }
+    out[name] = function guardedNative(...args: unknown[]): unknown {
+      let r: unknown;
+      try {
+        r = (f as (...a: unknown[]) => unknown)(...args);
+      } catch (e) {
+        rethrowNative(e);
+      }
+      return r instanceof Promise ? r.catch(rethrowNative) : r;
+    };
+  }
+  return Object.freeze(out) as unknown as NativeBinding;
+}
+
 export function native(): NativeBinding {
   if (cached) return cached;
-  cached = loadAddonOnce().binding as NativeBinding;
+  cached = guardBinding(loadAddonOnce().binding as NativeBinding);
   return cached;
 }

@@ -26,10 +26,53 @@ using namespace chimera;
 
 namespace {
 
-[[noreturn]] void throw_code(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  throw e;
+// An error raised inside a binding function: a plain C++ exception that the boundary below (guarded) turns
+// into a JavaScript Error with a `code`. No JS object is created while the function body runs, so a failure
+// cannot depend on whether the environment can still run JavaScript.
+struct NativeError {
+  const char* code;
+  std::string message;
+};
+
+[[noreturn]] void throw_code(Napi::Env, const char* code, const std::string& msg) { throw NativeError{code, msg}; }
+
+// Throws a JS Error {message, code} with raw Node-API calls whose statuses are checked: never a C++ exception,
+// and nothing at all when the environment is shutting down (a worker being terminated) or an exception is
+// already pending.
+void throw_js(napi_env env, const char* code, const std::string& msg) noexcept {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || pending) return;
+  napi_value m = nullptr, c = nullptr, err = nullptr;
+  if (napi_create_string_utf8(env, msg.data(), msg.size(), &m) != napi_ok) return;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) != napi_ok) return;
+  if (napi_create_error(env, c, m, &err) != napi_ok) return;
+  napi_throw(env, err);
+}
+
+// The native error boundary. Every exported function runs inside it, so no C++ exception ever reaches
+// Node-API: NativeError keeps its code, std::bad_alloc becomes E_RANGE, any other exception E_NATIVE, and a
+// Napi::Error (a JS exception met while reading arguments) is rethrown as it is when that is still possible.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  try {
+    return F(info);
+  } catch (const NativeError& e) {
+    throw_js(env, e.code, e.message);
+  } catch (const Napi::Error& e) {
+    try {
+      e.ThrowAsJavaScriptException();  // swallowed when unthrowable (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS)
+    } catch (...) {
+      throw_js(env, "E_NATIVE", "a JavaScript exception could not be rethrown");
+    }
+  } catch (const std::bad_alloc&) {
+    throw_js(env, "E_RANGE", "out of memory: the native layer could not allocate what this call needs");
+  } catch (const std::exception& e) {
+    throw_js(env, "E_NATIVE", std::string("native failure: ") + e.what());
+  } catch (...) {
+    throw_js(env, "E_NATIVE", "native failure: an unknown exception");
+  }
+  return Napi::Value();
 }
 
 template <typename T>
@@ -67,7 +110,11 @@ size_t dim(const Napi::CallbackInfo& info, size_t i, const char* name) {
 }
 
 bool flag(const Napi::CallbackInfo& info, size_t i) { return info[i].ToBoolean().Value(); }
-double num(const Napi::CallbackInfo& info, size_t i) { return info[i].ToNumber().DoubleValue(); }
+// A number argument, NaN when it is not one: never coerced, since ToNumber could run user code (valueOf) that
+// resizes or detaches a buffer already unwrapped.
+double num(const Napi::CallbackInfo& info, size_t i) {
+  return info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : std::nan("");
+}
 
 size_t checked_mul(Napi::Env env, size_t a, size_t b) {
   if (a != 0 && b > SIZE_MAX / a) throw_code(env, "E_SHAPE", "dimensions overflow");
@@ -75,27 +122,78 @@ size_t checked_mul(Napi::Env env, size_t a, size_t b) {
 }
 
 Activation activation(const Napi::CallbackInfo& info, size_t i) {
-  const int a = static_cast<int>(num(info, i));
-  if (a < 0 || a > 4) throw_code(info.Env(), "E_ARG", "unknown activation");
+  const double d = num(info, i);
+  if (!(d >= 0 && d <= 4) || d != std::floor(d)) throw_code(info.Env(), "E_ARG", "unknown activation");
+  const int a = static_cast<int>(d);
   return static_cast<Activation>(a);
 }
 
 // ---- async
 
-struct NativeError {
-  const char* code;
-  std::string message;
+// Memory an async call owns. Async entry points never run on the caller's arrays: JavaScript keeps running
+// while the promise is pending, and it may resize a resizable ArrayBuffer, transfer (detach) a buffer and let
+// the new owner be collected, or write into the inputs; a reference to the typed array keeps none of that
+// memory alive. So the inputs are copied when the call is made, the result is computed into owned memory,
+// and it is copied into `out` when the promise settles, on the JS thread, only if `out` still has the length
+// it had at the call (otherwise the promise rejects with E_ARG and nothing is written).
+struct Owned {
+  struct Buf {
+    void* p = nullptr;
+    ~Buf() { if (p) free_aligned(p); }
+  };
+  std::vector<std::unique_ptr<Buf>> bufs;
+  napi_ref out_ref = nullptr;  // the caller's out typed array
+  void* out_copy = nullptr;    // the owned output
+  size_t out_bytes = 0;
+
+  void* alloc(size_t bytes) {
+    auto b = std::make_unique<Buf>();
+    b->p = alloc_aligned(std::max<size_t>(bytes, 64));
+    void* p = b->p;
+    bufs.push_back(std::move(b));
+    return p;
+  }
+  template <typename T>
+  const T* in(const T* src, size_t n) {
+    if (!src) return nullptr;
+    void* p = alloc(n * sizeof(T));
+    std::memcpy(p, src, n * sizeof(T));
+    return static_cast<const T*>(p);
+  }
+  // The output: its current contents are copied in too (sgemm's beta reads C).
+  template <typename T>
+  T* out(Napi::Env env, const Napi::Value& arr, T* dst, size_t n) {
+    out_bytes = n * sizeof(T);
+    out_copy = alloc(out_bytes);
+    std::memcpy(out_copy, dst, out_bytes);
+    if (napi_create_reference(env, arr, 1, &out_ref) != napi_ok) throw NativeError{"E_NATIVE", "cannot reference out"};
+    return static_cast<T*>(out_copy);
+  }
 };
+
+// A JS Error {message, code} as a value (nullptr when the environment cannot make one).
+napi_value make_error(napi_env env, const char* code, const std::string& msg) noexcept {
+  napi_value m = nullptr, c = nullptr, err = nullptr;
+  if (napi_create_string_utf8(env, msg.data(), msg.size(), &m) != napi_ok) return nullptr;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) != napi_ok) return nullptr;
+  if (napi_create_error(env, c, m, &err) != napi_ok) return nullptr;
+  return err;
+}
 
 class Task : public Napi::AsyncWorker {
  public:
-  Task(Napi::Env env, std::function<void()> fn, const Napi::CallbackInfo& info)
+  Task(Napi::Env env, std::function<void()> fn, const Napi::CallbackInfo& info, std::unique_ptr<Owned> owned)
       : Napi::AsyncWorker(env, "chimera"),
         fn_(std::move(fn)),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        pool_(current_pool()) {
+        deferred_(env),
+        pool_(current_pool()),
+        owned_(std::move(owned)) {
+    // handles (packed weights) stay alive while the call runs; arrays are not used in place (see Owned)
     for (size_t i = 0; i < info.Length(); ++i)
-      if (info[i].IsObject() || info[i].IsExternal()) refs_.push_back(Napi::Persistent(info[i].ToObject()));
+      if (info[i].IsExternal()) refs_.push_back(Napi::Persistent(info[i].ToObject()));
+  }
+  ~Task() override {
+    if (owned_ && owned_->out_ref) napi_delete_reference(Env(), owned_->out_ref);
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
@@ -105,38 +203,84 @@ class Task : public Napi::AsyncWorker {
     } catch (const NativeError& e) {
       code_ = e.code;
       SetError(e.message);
+    } catch (const std::bad_alloc&) {
+      code_ = "E_RANGE";
+      SetError("out of memory: the native layer could not allocate what this call needs");
     } catch (const std::exception& e) {
       code_ = "E_NATIVE";
-      SetError(e.what());
+      SetError(std::string("native failure: ") + e.what());
+    } catch (...) {
+      code_ = "E_NATIVE";
+      SetError("native failure: an unknown exception");
     }
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    e.Set("code", Napi::String::New(Env(), code_));
-    deferred_.Reject(e.Value());
+  void OnOK() override {
+    napi_env env = Env();
+    napi_value und = nullptr;
+    napi_get_undefined(env, &und);
+    if (owned_ && owned_->out_ref) {
+      napi_value arr = nullptr;
+      napi_typedarray_type type;
+      size_t length = 0, offset = 0;
+      void* data = nullptr;
+      napi_value ab = nullptr;
+      bool detached = true;
+      if (napi_get_reference_value(env, owned_->out_ref, &arr) != napi_ok || arr == nullptr ||
+          napi_get_typedarray_info(env, arr, &type, &length, &data, &ab, &offset) != napi_ok ||
+          napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok) {
+        return;  // the environment is going away: nobody is waiting for this promise
+      }
+      size_t elem = 4;
+      if (type == napi_int8_array || type == napi_uint8_array) elem = 1;
+      if (detached || data == nullptr || length * elem != owned_->out_bytes) {
+        napi_value err = make_error(env, "E_ARG",
+            "out was detached, transferred or resized while the call was pending; nothing was written "
+            "(do not resize or transfer the buffers of a pending async call)");
+        if (err) napi_reject_deferred(env, deferred_.Get(), err);
+        return;
+      }
+      std::memcpy(data, owned_->out_copy, owned_->out_bytes);
+    }
+    napi_resolve_deferred(env, deferred_.Get(), und);
+  }
+  void OnError(const Napi::Error&) override {
+    napi_value err = make_error(Env(), code_, message_);
+    if (err) napi_reject_deferred(Env(), deferred_.Get(), err);
+  }
+  void SetError(const std::string& m) {
+    message_ = m;
+    Napi::AsyncWorker::SetError(m);
   }
 
  private:
   std::function<void()> fn_;
-  Napi::Promise::Deferred deferred_;
+  // a raw deferred, settled with napi_resolve_deferred / napi_reject_deferred (status-checked, never throws)
+  struct DeferredBox {
+    explicit DeferredBox(Napi::Env env) : env(env) {
+      if (napi_create_promise(env, &d, &promise) != napi_ok) throw NativeError{"E_NATIVE", "cannot create a promise"};
+    }
+    Napi::Promise Promise() const { return Napi::Promise(env, promise); }
+    napi_deferred Get() const { return d; }
+    napi_env env;
+    napi_deferred d = nullptr;
+    napi_value promise = nullptr;
+  };
+  DeferredBox deferred_;
   std::vector<Napi::ObjectReference> refs_;
   std::shared_ptr<void> pool_;
+  std::unique_ptr<Owned> owned_;
   const char* code_ = "E_NATIVE";
+  std::string message_;
 };
 
-// Runs fn now (errors become JS exceptions) or on the libuv pool (errors reject the returned Promise).
-Napi::Value run(const Napi::CallbackInfo& info, bool async, std::function<void()> fn) {
-  if (!async) {
-    try {
-      fn();
-    } catch (const NativeError& e) {
-      throw_code(info.Env(), e.code, e.message);
-    } catch (const std::bad_alloc&) {
-      throw_code(info.Env(), "E_NATIVE", "out of memory");
-    }
+// Runs fn now (errors become JS exceptions through the boundary) or on the libuv pool on owned memory
+// (errors reject the returned Promise).
+Napi::Value run(const Napi::CallbackInfo& info, std::unique_ptr<Owned> owned, std::function<void()> fn) {
+  if (!owned) {
+    fn();
     return info.Env().Undefined();
   }
-  auto* task = new Task(info.Env(), std::move(fn), info);
+  auto* task = new Task(info.Env(), std::move(fn), info, std::move(owned));
   Napi::Promise p = task->promise();
   task->Queue();
   return p;
@@ -300,7 +444,16 @@ Napi::Value MatmulInteger(const Napi::CallbackInfo& info) {
   if (az_len != 1 && az_len != m) throw_code(env, "E_SHAPE", "aZeroPoint must have 1 or M entries");
   if (bz_len != 1 && bz_len != n) throw_code(env, "E_SHAPE", "bZeroPoint must have 1 or N entries");
   int32_t* c = arr<int32_t>(info, 9, "out", checked_mul(env, m, n));
-  return run(info, flag(info, 10), [=] { matmul_integer(a, as, m, k, b, bs, n, az, az_len, bz, bz_len, c); });
+  std::unique_ptr<Owned> o;
+  if (flag(info, 10)) {
+    o = std::make_unique<Owned>();
+    a = o->in(static_cast<const uint8_t*>(a), m * k);
+    b = o->in(static_cast<const uint8_t*>(b), k * n);
+    az = o->in(az, az_len);
+    bz = o->in(bz, bz_len);
+    c = o->out(env, info[9], c, m * n);
+  }
+  return run(info, std::move(o), [=] { matmul_integer(a, as, m, k, b, bs, n, az, az_len, bz, bz_len, c); });
 }
 
 Napi::Value PackS8(const Napi::CallbackInfo& info) {
@@ -332,10 +485,19 @@ Napi::Value LinearS8(const Napi::CallbackInfo& info) {
   const Activation act = activation(info, 8);
   float* out = arr<float>(info, 9, "out", checked_mul(env, rows, w->n));
   const bool async = flag(info, 10);
+  std::unique_ptr<Owned> o;
+  if (async) {
+    o = std::make_unique<Owned>();
+    bias = o->in(bias, w->n);
+  }
   const float* x = arr<float>(info, 1, "x", checked_mul(env, rows, w->k), true);
   if (x) {
     const size_t stride = w->kp, k = w->k;
-    return run(info, async, [=] {
+    if (o) {
+      x = o->in(x, rows * k);
+      out = o->out(env, info[9], out, rows * w->n);
+    }
+    return run(info, std::move(o), [=] {
       QScratch& s = t_scratch;
       if (s.q.size() < rows * stride) s.q.resize(rows * stride);
       if (s.scales.size() < rows) s.scales.resize(rows), s.sums.resize(rows);
@@ -349,7 +511,13 @@ Napi::Value LinearS8(const Napi::CallbackInfo& info) {
   const int8_t* q = arr<int8_t>(info, 2, "x.data", checked_mul(env, rows, stride));
   const float* qs = arr<float>(info, 3, "x.scales", rows);
   const int32_t* qsum = arr<int32_t>(info, 4, "x.sums", rows);
-  return run(info, async, [=] { linear_s8(*w, q, stride, qs, qsum, rows, bias, act, out); });
+  if (o) {
+    q = o->in(q, rows * stride);
+    qs = o->in(qs, rows);
+    qsum = o->in(qsum, rows);
+    out = o->out(env, info[9], out, rows * w->n);
+  }
+  return run(info, std::move(o), [=] { linear_s8(*w, q, stride, qs, qsum, rows, bias, act, out); });
 }
 
 // gemmS8Raw(h, qData, qSums, qStride, rows, out)
@@ -382,7 +550,14 @@ Napi::Value LinearF32(const Napi::CallbackInfo& info) {
   const float* bias = arr<float>(info, 3, "bias", w->n, true);
   const Activation act = activation(info, 4);
   float* out = arr<float>(info, 5, "out", checked_mul(env, rows, w->n));
-  return run(info, flag(info, 6), [=] { linear_f32(*w, x, rows, bias, act, out); });
+  std::unique_ptr<Owned> o;
+  if (flag(info, 6)) {
+    o = std::make_unique<Owned>();
+    x = o->in(x, rows * w->k);
+    bias = o->in(bias, w->n);
+    out = o->out(env, info[5], out, rows * w->n);
+  }
+  return run(info, std::move(o), [=] { linear_f32(*w, x, rows, bias, act, out); });
 }
 
 // sgemm(a, b, m, n, k, transA, transB, alpha, beta, out, async)
@@ -394,7 +569,14 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   const bool ta = flag(info, 5), tb = flag(info, 6);
   const float alpha = static_cast<float>(num(info, 7)), beta = static_cast<float>(num(info, 8));
   float* c = arr<float>(info, 9, "out", checked_mul(env, m, n));
-  return run(info, flag(info, 10), [=] { sgemm(a, b, m, n, k, ta, tb, alpha, beta, c); });
+  std::unique_ptr<Owned> o;
+  if (flag(info, 10)) {
+    o = std::make_unique<Owned>();
+    a = o->in(a, m * k);
+    b = o->in(b, k * n);
+    c = o->out(env, info[9], c, m * n);
+  }
+  return run(info, std::move(o), [=] { sgemm(a, b, m, n, k, ta, tb, alpha, beta, c); });
 }
 
 // ---- packed weights as bytes: writing a model file, and views into one read back in a single piece
@@ -564,10 +746,20 @@ const float* f32_field(Napi::Env env, const Napi::Object& o, const char* key, si
   return a.Data();
 }
 
-size_t num_field(Napi::Env env, const Napi::Object& o, const char* key) {
+// Caps on a model description, checked before anything is allocated (the TypeScript loaders check the same
+// and more; these hold for any caller of the raw binding).
+constexpr double kMaxDim = 65536;           // d, heads, FFN width
+constexpr double kMaxVocab = 4194304;       // 2^22 tokens
+constexpr double kMaxPositions = 65536;     // max_position_embeddings
+constexpr double kMaxPositionFloats = 268435456;  // the sinusoid table: 1 GiB of fp32 at most
+constexpr uint32_t kMaxLayers = 1024;
+
+size_t num_field(Napi::Env env, const Napi::Object& o, const char* key, double cap = kMaxDim) {
   Napi::Value v = o.Get(key);
-  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1) throw_code(env, "E_ARG", std::string(key) + " must be a positive number");
-  return static_cast<size_t>(v.As<Napi::Number>().DoubleValue());
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+  if (!(d >= 1 && d <= cap) || d != std::floor(d))
+    throw_code(env, "E_ARG", std::string(key) + " must be an integer in 1.." + std::to_string(static_cast<int64_t>(cap)));
+  return static_cast<size_t>(d);
 }
 
 LinearW linear_field(Napi::Env env, const Napi::Object& parent, const char* key, size_t n, size_t k) {
@@ -605,7 +797,8 @@ NormW norm_field(Napi::Env env, const Napi::Object& parent, const char* key, siz
 // The FFN width of a layer, read off its fc1 bias.
 size_t ffn_width(Napi::Env env, const Napi::Object& layer) {
   Napi::Value b = obj(env, layer, "fc1").Get("bias");
-  if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || b.As<Napi::TypedArray>().ElementLength() == 0)
+  if (!b.IsTypedArray() || b.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || b.As<Napi::TypedArray>().ElementLength() == 0 ||
+      b.As<Napi::TypedArray>().ElementLength() > kMaxDim * 8)
     throw_code(env, "E_ARG", "fc1 needs a Float32Array bias");
   return b.As<Napi::TypedArray>().ElementLength();
 }
@@ -618,12 +811,18 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
   MarianModel& m = box->m;
   m.dims.d = num_field(env, o, "d");
   m.dims.heads = num_field(env, o, "heads");
-  m.dims.vocab = num_field(env, o, "vocab");
-  m.dims.max_pos = num_field(env, o, "maxPos");
-  m.dims.embed_scale = static_cast<float>(o.Get("embedScale").ToNumber().DoubleValue());
-  const int act = o.Get("act").ToNumber().Int32Value();
-  if (act < 0 || act > 4) throw_code(env, "E_ARG", "unknown activation");
-  m.dims.act = static_cast<Activation>(act);
+  m.dims.vocab = num_field(env, o, "vocab", kMaxVocab);
+  m.dims.max_pos = num_field(env, o, "maxPos", kMaxPositions);
+  if (static_cast<double>(m.dims.max_pos) * static_cast<double>(m.dims.d) > kMaxPositionFloats)
+    throw_code(env, "E_ARG", "maxPos x d is too large for a position table");
+  Napi::Value es = o.Get("embedScale");
+  if (!es.IsNumber() || !std::isfinite(es.As<Napi::Number>().DoubleValue()))
+    throw_code(env, "E_ARG", "embedScale must be a finite number");
+  m.dims.embed_scale = static_cast<float>(es.As<Napi::Number>().DoubleValue());
+  Napi::Value av = o.Get("act");
+  const double actd = av.IsNumber() ? av.As<Napi::Number>().DoubleValue() : -1;
+  if (!(actd >= 0 && actd <= 4) || actd != std::floor(actd)) throw_code(env, "E_ARG", "unknown activation");
+  m.dims.act = static_cast<Activation>(static_cast<int>(actd));
   const size_t d = m.dims.d;
   if (d % m.dims.heads || d % 2) throw_code(env, "E_SHAPE", "d must be even and divisible by heads");
   Napi::Value eh = o.Get("embedHalf");
@@ -638,8 +837,14 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
   Napi::Value enc = o.Get("encoder"), dec = o.Get("decoder");
   if (!enc.IsArray() || !dec.IsArray()) throw_code(env, "E_ARG", "encoder and decoder must be arrays of layers");
   auto ea = enc.As<Napi::Array>(), da = dec.As<Napi::Array>();
+  if (ea.Length() > kMaxLayers || da.Length() > kMaxLayers) throw_code(env, "E_ARG", "too many layers");
+  auto layer = [&](Napi::Array a, uint32_t i) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsObject()) throw_code(env, "E_ARG", "each layer must be an object");
+    return v.As<Napi::Object>();
+  };
   for (uint32_t i = 0; i < ea.Length(); ++i) {
-    Napi::Object l = ea.Get(i).As<Napi::Object>();
+    Napi::Object l = layer(ea, i);
     EncoderLayer e;
     e.qkv = linear_field(env, l, "qkv", 3 * d, d);
     e.out = linear_field(env, l, "out", d, d);
@@ -651,7 +856,7 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
     m.encoder.push_back(e);
   }
   for (uint32_t i = 0; i < da.Length(); ++i) {
-    Napi::Object l = da.Get(i).As<Napi::Object>();
+    Napi::Object l = layer(da, i);
     DecoderLayer e;
     e.qkv = linear_field(env, l, "qkv", 3 * d, d);
     e.out = linear_field(env, l, "out", d, d);
@@ -898,44 +1103,48 @@ Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* err = init_isa_from_env();
-  if (*err) throw_code(env, "E_ISA", err);
-  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
-  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
-  exports.Set("getIsa", Napi::Function::New(env, GetIsa));
-  exports.Set("kernelCounters", Napi::Function::New(env, KernelCounters));
-  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
-  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
-  exports.Set("norm", Napi::Function::New(env, Norm));
-  exports.Set("dynamicQuantizeLinear", Napi::Function::New(env, DynamicQuantizeLinear));
-  exports.Set("quantizeRows", Napi::Function::New(env, QuantizeRows));
-  exports.Set("matmulInteger", Napi::Function::New(env, MatmulInteger));
-  exports.Set("packS8", Napi::Function::New(env, PackS8));
-  exports.Set("packedS8Info", Napi::Function::New(env, PackedS8Info));
-  exports.Set("unpackS8", Napi::Function::New(env, UnpackS8));
-  exports.Set("linearS8", Napi::Function::New(env, LinearS8));
-  exports.Set("gemmS8Raw", Napi::Function::New(env, GemmS8Raw));
-  exports.Set("packF32", Napi::Function::New(env, PackF32));
-  exports.Set("linearF32", Napi::Function::New(env, LinearF32));
-  exports.Set("sgemm", Napi::Function::New(env, Sgemm));
-  exports.Set("packF16", Napi::Function::New(env, PackF16));
-  exports.Set("allocArena", Napi::Function::New(env, AllocArena));
-  exports.Set("mapFile", Napi::Function::New(env, MapFile));
-  exports.Set("toHalf", Napi::Function::New(env, ToHalf));
-  exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
-  exports.Set("packedInfo", Napi::Function::New(env, PackedInfo));
-  exports.Set("packedCopy", Napi::Function::New(env, PackedCopy));
-  exports.Set("packedView", Napi::Function::New(env, PackedView));
-  exports.Set("marianCreate", Napi::Function::New(env, MarianCreate));
-  exports.Set("marianState", Napi::Function::New(env, MarianStateNew));
-  exports.Set("marianEncode", Napi::Function::New(env, MarianEncode));
-  exports.Set("marianStep", Napi::Function::New(env, MarianStep));
-  exports.Set("marianCopySlot", Napi::Function::New(env, MarianCopySlot));
-  exports.Set("marianStateResize", Napi::Function::New(env, MarianStateResize));
-  exports.Set("marianStateInfo", Napi::Function::New(env, MarianStateInfo));
-  exports.Set("marianReleaseSource", Napi::Function::New(env, MarianReleaseSource));
-  exports.Set("topkRows", Napi::Function::New(env, TopkRows));
-  exports.Set("decodeAttention", Napi::Function::New(env, DecodeAttentionFn));
-  exports.Set("peakProbe", Napi::Function::New(env, PeakProbe));
+  if (*err) {  // module init is outside guarded(): a Napi::Error is what node-addon-api's init wrapper takes
+    Napi::Error e = Napi::Error::New(env, err);
+    e.Set("code", Napi::String::New(env, "E_ISA"));
+    throw e;
+  }
+  exports.Set("cpuInfo", Napi::Function::New(env, guarded<CpuInfo>));
+  exports.Set("setIsa", Napi::Function::New(env, guarded<SetIsa>));
+  exports.Set("getIsa", Napi::Function::New(env, guarded<GetIsa>));
+  exports.Set("kernelCounters", Napi::Function::New(env, guarded<KernelCounters>));
+  exports.Set("setThreads", Napi::Function::New(env, guarded<SetThreads>));
+  exports.Set("getThreads", Napi::Function::New(env, guarded<GetThreads>));
+  exports.Set("norm", Napi::Function::New(env, guarded<Norm>));
+  exports.Set("dynamicQuantizeLinear", Napi::Function::New(env, guarded<DynamicQuantizeLinear>));
+  exports.Set("quantizeRows", Napi::Function::New(env, guarded<QuantizeRows>));
+  exports.Set("matmulInteger", Napi::Function::New(env, guarded<MatmulInteger>));
+  exports.Set("packS8", Napi::Function::New(env, guarded<PackS8>));
+  exports.Set("packedS8Info", Napi::Function::New(env, guarded<PackedS8Info>));
+  exports.Set("unpackS8", Napi::Function::New(env, guarded<UnpackS8>));
+  exports.Set("linearS8", Napi::Function::New(env, guarded<LinearS8>));
+  exports.Set("gemmS8Raw", Napi::Function::New(env, guarded<GemmS8Raw>));
+  exports.Set("packF32", Napi::Function::New(env, guarded<PackF32>));
+  exports.Set("linearF32", Napi::Function::New(env, guarded<LinearF32>));
+  exports.Set("sgemm", Napi::Function::New(env, guarded<Sgemm>));
+  exports.Set("packF16", Napi::Function::New(env, guarded<PackF16>));
+  exports.Set("allocArena", Napi::Function::New(env, guarded<AllocArena>));
+  exports.Set("mapFile", Napi::Function::New(env, guarded<MapFile>));
+  exports.Set("toHalf", Napi::Function::New(env, guarded<ToHalf>));
+  exports.Set("logSoftmax", Napi::Function::New(env, guarded<LogSoftmax>));
+  exports.Set("packedInfo", Napi::Function::New(env, guarded<PackedInfo>));
+  exports.Set("packedCopy", Napi::Function::New(env, guarded<PackedCopy>));
+  exports.Set("packedView", Napi::Function::New(env, guarded<PackedView>));
+  exports.Set("marianCreate", Napi::Function::New(env, guarded<MarianCreate>));
+  exports.Set("marianState", Napi::Function::New(env, guarded<MarianStateNew>));
+  exports.Set("marianEncode", Napi::Function::New(env, guarded<MarianEncode>));
+  exports.Set("marianStep", Napi::Function::New(env, guarded<MarianStep>));
+  exports.Set("marianCopySlot", Napi::Function::New(env, guarded<MarianCopySlot>));
+  exports.Set("marianStateResize", Napi::Function::New(env, guarded<MarianStateResize>));
+  exports.Set("marianStateInfo", Napi::Function::New(env, guarded<MarianStateInfo>));
+  exports.Set("marianReleaseSource", Napi::Function::New(env, guarded<MarianReleaseSource>));
+  exports.Set("topkRows", Napi::Function::New(env, guarded<TopkRows>));
+  exports.Set("decodeAttention", Napi::Function::New(env, guarded<DecodeAttentionFn>));
+  exports.Set("peakProbe", Napi::Function::New(env, guarded<PeakProbe>));
   return exports;
 }
 

@@ -41,6 +41,24 @@ export interface MarianConfig {
 
 type Json = Record<string, unknown>;
 
+/**
+ * Sane upper bounds on a config, checked before anything is allocated: a hostile or corrupt config.json (or
+ * packed header) must fail at once with E_MODEL, not allocate gigabytes first. Real Marian models sit far
+ * below them (opus-mt: d_model 512, 6 + 6 layers, 512 positions, 58k-65k tokens).
+ */
+export const CONFIG_CAPS = {
+  vocabSize: 2 ** 22,
+  dModel: 16384,
+  layers: 256,
+  heads: 1024,
+  ffn: 131072,
+  maxPositions: 65536,
+  /** max_position_embeddings x d_model: the sinusoid table the engine computes (512 MiB of fp32). */
+  positionFloats: 2 ** 27,
+  /** vocab_size x d_model: the embedding (8 GiB of fp32). */
+  embedFloats: 2 ** 31,
+} as const;
+
 function readJson(file: string, required: boolean): Json | null {
   let text: string;
   try {
@@ -91,12 +109,13 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
   };
   const genOr = (key: string): unknown => (gen[key] !== undefined && gen[key] !== null ? gen[key] : cfg[key]);
 
-  const posInt = (key: string, value: unknown = cfg[key], fallback?: number): number => {
+  const posInt = (key: string, value: unknown = cfg[key], fallback?: number, cap = Number.MAX_SAFE_INTEGER): number => {
     if (value === undefined || value === null) {
       if (fallback !== undefined) return fallback;
       bad(key, 'is missing');
     }
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) bad(key, `must be a positive integer, got ${JSON.stringify(value)}`);
+    if ((value as number) > cap) bad(key, `= ${value} is above the limit ${cap} this engine accepts`);
     return value as number;
   };
   const bool = (key: string, fallback: boolean): boolean => {
@@ -126,12 +145,14 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
   must('tie_word_embeddings', true, true, 'the LM head must be the shared embedding');
   if (cfg.layer_norm_eps !== undefined && cfg.layer_norm_eps !== 1e-5) bad('layer_norm_eps', `= ${JSON.stringify(cfg.layer_norm_eps)} is not supported (Marian uses 1e-5)`);
 
-  const vocabSize = posInt('vocab_size');
+  const vocabSize = posInt('vocab_size', undefined, undefined, CONFIG_CAPS.vocabSize);
   if (cfg.decoder_vocab_size !== undefined && cfg.decoder_vocab_size !== null && cfg.decoder_vocab_size !== vocabSize)
     bad('decoder_vocab_size', `= ${JSON.stringify(cfg.decoder_vocab_size)} differs from vocab_size ${vocabSize} (separate vocabularies are not supported yet)`);
-  const dModel = posInt('d_model');
-  const encoderHeads = posInt('encoder_attention_heads');
-  const decoderHeads = posInt('decoder_attention_heads');
+  const dModel = posInt('d_model', undefined, undefined, CONFIG_CAPS.dModel);
+  if (dModel % 2 !== 0) bad('d_model', `= ${dModel} must be even (the sinusoidal positions need sin and cos halves)`);
+  if (vocabSize * dModel > CONFIG_CAPS.embedFloats) bad('vocab_size', `x d_model = ${vocabSize * dModel} is above the limit ${CONFIG_CAPS.embedFloats}`);
+  const encoderHeads = posInt('encoder_attention_heads', undefined, undefined, CONFIG_CAPS.heads);
+  const decoderHeads = posInt('decoder_attention_heads', undefined, undefined, CONFIG_CAPS.heads);
   if (dModel % encoderHeads !== 0) bad('encoder_attention_heads', `= ${encoderHeads} does not divide d_model ${dModel}`);
   if (dModel % decoderHeads !== 0) bad('decoder_attention_heads', `= ${decoderHeads} does not divide d_model ${dModel}`);
   if (encoderHeads !== decoderHeads)
@@ -161,16 +182,18 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
     badWordsIds = (badRaw as unknown[][]).map((s) => s.map((t) => tokenId('bad_words_ids', t)));
   }
 
-  const maxPositions = posInt('max_position_embeddings');
+  const maxPositions = posInt('max_position_embeddings', undefined, undefined, CONFIG_CAPS.maxPositions);
+  if (maxPositions * dModel > CONFIG_CAPS.positionFloats)
+    bad('max_position_embeddings', `x d_model = ${maxPositions * dModel} is above the limit ${CONFIG_CAPS.positionFloats}`);
   return {
     vocabSize,
     dModel,
-    encoderLayers: posInt('encoder_layers'),
-    decoderLayers: posInt('decoder_layers'),
+    encoderLayers: posInt('encoder_layers', undefined, undefined, CONFIG_CAPS.layers),
+    decoderLayers: posInt('decoder_layers', undefined, undefined, CONFIG_CAPS.layers),
     encoderHeads,
     decoderHeads,
-    encoderFfn: posInt('encoder_ffn_dim'),
-    decoderFfn: posInt('decoder_ffn_dim'),
+    encoderFfn: posInt('encoder_ffn_dim', undefined, undefined, CONFIG_CAPS.ffn),
+    decoderFfn: posInt('decoder_ffn_dim', undefined, undefined, CONFIG_CAPS.ffn),
     activation: activation as MarianActivation,
     maxPositions,
     scaleEmbedding: bool('scale_embedding', false),
@@ -179,7 +202,7 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
     decoderStartId,
     forcedEosId,
     badWordsIds,
-    numBeams: posInt('num_beams', genOr('num_beams'), 1),
+    numBeams: posInt('num_beams', genOr('num_beams'), 1, 64),
     // transformers' own default (20) would silently cut translations short; the position table is the real limit.
     maxLength: posInt('max_length', genOr('max_length'), maxPositions),
     normalizeBefore: false,
@@ -187,5 +210,60 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
     staticPositionEmbeddings: true,
     shareEmbeddings: true,
     tieWordEmbeddings: true,
+  };
+}
+
+/**
+ * Validates a MarianConfig read back from a packed file's header (the camelCase form parseMarianConfig
+ * returns): every field typed, within CONFIG_CAPS and consistent, else E_MODEL naming `where` and the field.
+ */
+export function validateMarianConfig(c: unknown, where: string): MarianConfig {
+  const bad = (field: string, why: string): never => {
+    throw new ChimeraError('E_MODEL', `${where}: config.${field} ${why}`);
+  };
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) bad('', `must be an object, got ${c === null ? 'null' : Array.isArray(c) ? 'an array' : typeof c}`);
+  const o = c as Json;
+  const int = (k: string, lo: number, hi: number): number => {
+    const v = o[k];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo || v > hi) bad(k, `must be an integer in ${lo}..${hi}, got ${JSON.stringify(v) ?? String(v)}`);
+    return v as number;
+  };
+  const vocabSize = int('vocabSize', 1, CONFIG_CAPS.vocabSize);
+  const dModel = int('dModel', 2, CONFIG_CAPS.dModel);
+  if (dModel % 2) bad('dModel', 'must be even');
+  if (vocabSize * dModel > CONFIG_CAPS.embedFloats) bad('vocabSize', 'x dModel is above the limit');
+  const encoderHeads = int('encoderHeads', 1, CONFIG_CAPS.heads);
+  const decoderHeads = int('decoderHeads', 1, CONFIG_CAPS.heads);
+  if (encoderHeads !== decoderHeads) bad('decoderHeads', 'must equal encoderHeads');
+  if (dModel % decoderHeads) bad('decoderHeads', `must divide dModel ${dModel}`);
+  const maxPositions = int('maxPositions', 1, CONFIG_CAPS.maxPositions);
+  if (maxPositions * dModel > CONFIG_CAPS.positionFloats) bad('maxPositions', 'x dModel is above the limit');
+  const id = (k: string) => int(k, 0, vocabSize - 1);
+  const activation = o.activation;
+  if (typeof activation !== 'string' || !(ACTIVATIONS as readonly string[]).includes(activation)) bad('activation', `must be one of ${ACTIVATIONS.join(', ')}`);
+  if (typeof o.scaleEmbedding !== 'boolean') bad('scaleEmbedding', 'must be a boolean');
+  const forced = o.forcedEosId;
+  if (forced !== null && forced !== undefined) id('forcedEosId');
+  const bw = o.badWordsIds;
+  if (!Array.isArray(bw) || bw.length > 65536 || !bw.every((s) => Array.isArray(s) && s.length > 0 && s.length <= 64 && s.every((t) => Number.isSafeInteger(t) && t >= 0 && t < vocabSize)))
+    bad('badWordsIds', 'must be a list of non-empty lists of token ids in the vocabulary');
+  const fixed: [string, boolean][] = [['normalizeBefore', false], ['normalizeEmbedding', false], ['staticPositionEmbeddings', true], ['shareEmbeddings', true], ['tieWordEmbeddings', true]];
+  for (const [k, v] of fixed) if (o[k] !== undefined && o[k] !== v) bad(k, `must be ${v}`);
+  return {
+    vocabSize, dModel,
+    encoderLayers: int('encoderLayers', 1, CONFIG_CAPS.layers),
+    decoderLayers: int('decoderLayers', 1, CONFIG_CAPS.layers),
+    encoderHeads, decoderHeads,
+    encoderFfn: int('encoderFfn', 1, CONFIG_CAPS.ffn),
+    decoderFfn: int('decoderFfn', 1, CONFIG_CAPS.ffn),
+    activation: activation as MarianActivation,
+    maxPositions,
+    scaleEmbedding: o.scaleEmbedding as boolean,
+    padId: id('padId'), eosId: id('eosId'), decoderStartId: id('decoderStartId'),
+    forcedEosId: forced === null || forced === undefined ? null : (forced as number),
+    badWordsIds: (bw as number[][]).map((s) => [...s]),
+    numBeams: int('numBeams', 1, 64),
+    maxLength: int('maxLength', 1, 1 << 20),
+    normalizeBefore: false, normalizeEmbedding: false, staticPositionEmbeddings: true, shareEmbeddings: true, tieWordEmbeddings: true,
   };
 }

@@ -131,6 +131,10 @@ export function loadMarianWeights(dir: string, config: MarianConfig): MarianWeig
   const index = checkpoint.tensors;
   const embedSource = EMBEDDING_NAMES.find((n) => index.has(n));
   if (!embedSource) throw new ChimeraError('E_MODEL', `${dir}: no embedding tensor (looked for ${EMBEDDING_NAMES.join(', ')})`);
+  // The layer counts are checked against the tensors present before any list or buffer is built for them.
+  for (const [side, n] of [['encoder', config.encoderLayers], ['decoder', config.decoderLayers]] as const)
+    if (!index.has(`model.${side}.layers.${n - 1}.fc1.weight`))
+      throw new ChimeraError('E_MODEL', `${dir}: config.json says ${side}_layers = ${n}, but the checkpoint has no tensor 'model.${side}.layers.${n - 1}.fc1.weight'`);
   const wanted = new Set([embedSource, ...marianTensorNames(config)]);
   const missing = [...wanted].filter((n) => n !== 'final_logits_bias' && !index.has(n));
   if (missing.length > 0) {
@@ -148,7 +152,12 @@ export function loadMarianWeights(dir: string, config: MarianConfig): MarianWeig
     const t = tensors.get(name) as FloatTensor;
     const same = t.shape.length === shape.length && t.shape.every((v, i) => v === shape[i]);
     if (!same) throw new ChimeraError('E_MODEL', `${infoOf(name).file}: tensor '${name}' has shape ${shapeStr(t.shape)}, expected ${shapeStr(shape)} from config.json`);
-    return t.data;
+    // NaN / Inf would quietly turn every translation into garbage (or, in int8, fail later with no name)
+    const a = t.data;
+    for (let i = 0; i < a.length; i++)
+      if (!Number.isFinite(a[i]))
+        throw new ChimeraError('E_MODEL', `${infoOf(name).file}: tensor '${name}' holds ${a[i]} at flat index ${i}: weights must be finite`);
+    return a;
   };
   const d = config.dModel;
   const linear = (p: string, out: number, inF: number): Linear => ({ weight: get(`${p}.weight`, [out, inF]), bias: get(`${p}.bias`, [out]), out, in: inF });
