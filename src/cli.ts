@@ -46,6 +46,7 @@ commands:
                        \`chimera serve --help\` lists its options and their environment variables
                          [--model DIR|FILE  --host 127.0.0.1  --port 8080  --precision P  --threads N  --max-queue N
                           --cache-mb MB  --redis URL  --max-text-bytes N  --shutdown-timeout-s S  --api-keys FILE]
+  doctor [--json]      which addon loaded and from where, ISA, threads, versions, and a verdict
   info                 CPU features, the kernel path in use and the thread count
   selftest             run every kernel on every ISA this CPU supports against a plain reference
 
@@ -182,6 +183,7 @@ async function makeModelCmd(p: Parsed): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'pull') return (await import('./commands/pull')).pullCommand(argv.slice(1));
+  if (argv[0] === 'doctor') return (await import('./commands/doctor')).doctorCommand(argv.slice(1));
   if (argv[0] === 'serve') return (await import('./commands/serve')).serveCommand(argv.slice(1));
   const p = parse(argv);
   const isa = p.flags.get('isa');
