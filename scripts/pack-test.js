@@ -6,6 +6,7 @@
 //
 //   node scripts/pack-test.js [--addon FILE] [--keep]
 //   --addon: the chimera.node to ship as the prebuild (default: CHIMERA_NATIVE / CHIMERA_ADDON, else build/Release)
+//   --tree-prebuilds: ship the prebuilds/ already in the tree instead (the release job: every platform's)
 'use strict';
 const { spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -16,7 +17,7 @@ const { parseArgs } = require('node:util');
 const platform = require('./platform');
 
 const root = path.resolve(__dirname, '..');
-const { values } = parseArgs({ options: { addon: { type: 'string' }, keep: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { addon: { type: 'string' }, 'tree-prebuilds': { type: 'boolean', default: false }, keep: { type: 'boolean', default: false } } });
 
 const t0 = Date.now();
 const log = (m) => console.log(`pack-test [${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
@@ -42,7 +43,7 @@ fs.mkdirSync(project);
 sh(npm, ['run', 'build:ts'], { cwd: root });
 const dry = JSON.parse(sh(npm, ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root }).stdout)[0];
 for (const f of dry.files) {
-  if (f.path.startsWith('prebuilds/')) continue; // only the prebuild staged below ships from here
+  if (f.path.startsWith('prebuilds/') && !values['tree-prebuilds']) continue; // only the prebuild staged below ships from here
   fs.mkdirSync(path.dirname(path.join(stage, f.path)), { recursive: true });
   fs.copyFileSync(path.join(root, f.path), path.join(stage, f.path));
 }
@@ -51,8 +52,9 @@ for (const f of dry.files) {
 //    a binary built on this machine is for this machine; release builds come from the workflow's containers).
 const addon =
   values.addon || process.env.CHIMERA_NATIVE || process.env.CHIMERA_ADDON || path.join(root, 'build', 'Release', 'chimera.node');
-if (!fs.existsSync(addon)) fail(`${addon} does not exist: build the addon first (npm ci, or npm run build:native)`);
-sh(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--from', addon, '--out-root', stage, '--glibc-check', 'warn'], {
+if (values['tree-prebuilds']) log('shipping the prebuilds/ of the tree');
+else if (!fs.existsSync(addon)) fail(`${addon} does not exist: build the addon first (npm ci, or npm run build:native)`);
+else sh(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--from', addon, '--out-root', stage, '--glibc-check', 'warn'], {
   stdio: 'inherit',
 });
 const libc = platform.detectLibc();
