@@ -373,6 +373,24 @@ static inline void f32_store_row(const F32Epilogue& ep, size_t n, size_t row, si
 // Layout (see PackedS8): groups of 64 channels; within a group, for each 4 k, 4 panels x 16 channels x 4 k
 // bytes. A tile reads one contiguous stream per group, which the hardware prefetchers follow best.
 
+// The next L2 block of weights, requested a few lines per k step while the current block is computed: a
+// decoder step's weights (~50 MB at OPUS-MT size) do not fit in L3, so every block comes from DRAM, and the
+// first row tile of a block would otherwise wait on it at each group.
+struct S8Prefetch {
+  const char* p = nullptr;
+  const char* end = nullptr;
+  size_t lines = 0;  // cache lines per k step
+};
+constexpr size_t kLine = 64;  // bytes per cache line
+#if CHIMERA_LEVEL > 0
+static inline void s8_prefetch_step(const char*& p, const char* end, size_t lines) {
+  if (p < end) {
+    for (size_t l = 0; l < lines; ++l) _mm_prefetch(p + l * kLine, _MM_HINT_T1);
+    p += lines * kLine;
+  }
+}
+#endif
+
 #if CHIMERA_LEVEL == 2
 #ifndef CHIMERA_PF
 #define CHIMERA_PF 4096
@@ -380,10 +398,14 @@ static inline void f32_store_row(const F32Epilogue& ep, size_t n, size_t row, si
 // MR rows x NG groups (64 channels each): acc += u8(W) . s8(x) four k at a time with vpdpbusd. The weights
 // are u8 = s8 + 128, so the result carries 128 * sum_k x[k], removed per row in the epilogue.
 template <int MR, int NG>
-static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep) {
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep,
+                    S8Prefetch& pf) {
   constexpr int NR = 4 * NG;
   const size_t kq = wt.kp / 4;
   const size_t gstride = wt.kp * 64;
+  const char* pfp = pf.p;
+  const char* const pfe = pf.end;
+  const size_t pfl = pf.lines;
   const uint8_t* b = wt.data + g * gstride;
   const int8_t* a = q + row0 * stride;
   __m512i acc[MR][NR];
@@ -400,6 +422,7 @@ static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
       CHIMERA_UNROLL
       for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (j / 4) * gstride + k * 256 + (j % 4) * 64 + CHIMERA_PF), _MM_HINT_T0);
     }
+    s8_prefetch_step(pfp, pfe, pfl);
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
@@ -416,6 +439,7 @@ static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
   for (int r = 0; r < MR; ++r)
     CHIMERA_UNROLL
     for (int j = 0; j < NR; ++j) _mm512_store_si512(tile[r] + j * 16, acc[r][j]);
+  pf.p = pfp;
   const size_t c0 = g * 64;
   const size_t w = std::min<size_t>(NR * 16, wt.n - c0);
   for (int r = 0; r < MR; ++r) s8_store_row(ep, wt, row0 + r, c0, w, tile[r], 128 * ep.a_sums[row0 + r]);
@@ -429,7 +453,10 @@ constexpr int s8_groups(int mr) { return mr <= 2 ? 2 : 1; }
 // One tile is MR rows x one 16-channel panel; a group's four panels are done in turn.
 template <int MR>
 static void s8_panel(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, int j0,
-                     const S8Epilogue& ep) {
+                     const S8Epilogue& ep, S8Prefetch& pf) {
+  const char* pfp = pf.p;
+  const char* const pfe = pf.end;
+  const size_t pfl = pf.lines;
   const size_t kq = wt.kp / 4;
   const uint8_t* b = wt.data + g * wt.kp * 64 + j0 * 64;
   const int8_t* a = q + row0 * stride;
@@ -441,6 +468,7 @@ static void s8_panel(const PackedS8& wt, const int8_t* q, size_t stride, size_t 
   for (size_t k = 0; k < kq; ++k) {
     const __m256i b0 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + k * 256)), flip);
     const __m256i b1 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(b + k * 256 + 32)), flip);
+    s8_prefetch_step(pfp, pfe, pfl);
     CHIMERA_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
@@ -451,6 +479,7 @@ static void s8_panel(const PackedS8& wt, const int8_t* q, size_t stride, size_t 
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av)), ones));
     }
   }
+  pf.p = pfp;
   alignas(32) int32_t tile[MR][16];
   CHIMERA_UNROLL
   for (int r = 0; r < MR; ++r) {
@@ -463,14 +492,16 @@ static void s8_panel(const PackedS8& wt, const int8_t* q, size_t stride, size_t 
   for (int r = 0; r < MR; ++r) s8_store_row(ep, wt, row0 + r, c0, w, tile[r], 0);
 }
 template <int MR, int NG>
-static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep) {
-  for (int j = 0; j < 4 * NG; ++j) s8_panel<MR>(wt, q, stride, row0, g + j / 4, j % 4, ep);
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep,
+                    S8Prefetch& pf) {
+  for (int j = 0; j < 4 * NG; ++j) s8_panel<MR>(wt, q, stride, row0, g + j / 4, j % 4, ep, pf);
 }
 constexpr int kS8MaxRows = 4;
 constexpr int s8_groups(int) { return 1; }
 #else
 template <int MR, int NG>
-static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep) {
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep,
+                    S8Prefetch&) {
   static_assert(MR == 1 && NG == 1, "the scalar path works one row and one group at a time");
   const size_t kq = wt.kp / 4;
   const uint8_t* b = wt.data + g * wt.kp * 64;
@@ -490,20 +521,20 @@ constexpr int s8_groups(int) { return 1; }
 // Rows [row0, row0 + MR) over groups [g0, g1), several groups per tile when few rows leave registers free.
 template <int MR>
 static void s8_rows(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g0, size_t g1,
-                    const S8Epilogue& ep) {
+                    const S8Epilogue& ep, S8Prefetch& pf) {
   constexpr int NG = s8_groups(MR);
   size_t g = g0;
   if constexpr (NG > 1)
-    for (; g + NG <= g1; g += NG) s8_tile<MR, NG>(wt, q, stride, row0, g, ep);
-  for (; g < g1; ++g) s8_tile<MR, 1>(wt, q, stride, row0, g, ep);
+    for (; g + NG <= g1; g += NG) s8_tile<MR, NG>(wt, q, stride, row0, g, ep, pf);
+  for (; g < g1; ++g) s8_tile<MR, 1>(wt, q, stride, row0, g, ep, pf);
 }
 
 template <int MR>
 static void s8_dispatch_rows(int mr, const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g0,
-                             size_t g1, const S8Epilogue& ep) {
+                             size_t g1, const S8Epilogue& ep, S8Prefetch& pf) {
   if constexpr (MR >= 1) {
-    if (mr == MR) return s8_rows<MR>(wt, q, stride, row0, g0, g1, ep);
-    if constexpr (MR > 1) return s8_dispatch_rows<MR - 1>(mr, wt, q, stride, row0, g0, g1, ep);
+    if (mr == MR) return s8_rows<MR>(wt, q, stride, row0, g0, g1, ep, pf);
+    if constexpr (MR > 1) return s8_dispatch_rows<MR - 1>(mr, wt, q, stride, row0, g0, g1, ep, pf);
   }
 }
 
@@ -575,6 +606,15 @@ static size_t gemm_s8_amx(const PackedS8& wt, const int8_t* q, size_t stride, si
 }
 #endif
 
+// Weights per block of groups: with the activations they stay in a 1 MiB L2 across all row tiles, and one
+// block in flight from memory fits beside them.
+constexpr size_t kS8BlockBytes = 256 * 1024;
+// A few rows cannot spread a whole block over their k steps; beyond this many lines per step the prefetches
+// crowd the loads of the tile itself.
+constexpr size_t kS8MaxPrefetchLines = 4;
+// With fewer row tiles per block a tile streams its weights faster than memory delivers them anyway (the
+// hardware prefetchers already run flat out): requests for the next block would only compete with them.
+constexpr size_t kS8PrefetchMinTiles = 4;
 static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t rows, size_t g0, size_t g1,
                     const S8Epilogue& ep) {
   count_kernel(Op::GemmS8, kIsa);
@@ -584,12 +624,23 @@ static void gemm_s8(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
 #endif
   // Groups outermost in blocks that fit in L2 beside the activations, so each block of weights is read
   // from memory once for all row tiles.
-  const size_t block = std::max<size_t>(2, (256 * 1024) / (wt.kp * 64));
+  const size_t gstride = wt.kp * 64;
+  const size_t block = std::max<size_t>(2, kS8BlockBytes / gstride);
+  const size_t row_tiles = rows > first ? (rows - first + kS8MaxRows - 1) / kS8MaxRows : 0;
   for (size_t gb = g0; gb < g1; gb += block) {
     const size_t ge = std::min(g1, gb + block);
+    // Spread the next block's lines evenly over this block's k steps (every row tile, every group).
+    S8Prefetch pf;
+    const size_t next = std::min(g1, ge + block) - ge;
+    const size_t steps = row_tiles * (ge - gb) * (wt.kp / 4);
+    if (next > 0 && row_tiles >= kS8PrefetchMinTiles) {
+      pf.p = reinterpret_cast<const char*>(wt.data + ge * gstride);
+      pf.end = pf.p + next * gstride;
+      pf.lines = std::min(kS8MaxPrefetchLines, (next * gstride / kLine + steps - 1) / steps);
+    }
     size_t r = first;
-    for (; r + kS8MaxRows <= rows; r += kS8MaxRows) s8_rows<kS8MaxRows>(wt, q, stride, r, gb, ge, ep);
-    if (r < rows) s8_dispatch_rows<kS8MaxRows>(static_cast<int>(rows - r), wt, q, stride, r, gb, ge, ep);
+    for (; r + kS8MaxRows <= rows; r += kS8MaxRows) s8_rows<kS8MaxRows>(wt, q, stride, r, gb, ge, ep, pf);
+    if (r < rows) s8_dispatch_rows<kS8MaxRows>(static_cast<int>(rows - r), wt, q, stride, r, gb, ge, ep, pf);
   }
 }
 
@@ -1009,8 +1060,26 @@ static void attention(const float* q, size_t ldq, const float* k, size_t ldk, co
 
 // ------------------------------------------------------------------------------------------------ decode attention
 
-// Scores of one query against keys [j, j + KB): KB independent accumulator chains over hd, then one horizontal
-// sum per key.
+#if CHIMERA_LEVEL > 0
+// out[0..4) = the horizontal sums of a0..a3, reduced together: a fraction of the shuffles four separate
+// horizontal sums cost, which dominated the scoring of a decode step's short keys.
+static inline void hsum4(vf a0, vf a1, vf a2, vf a3, float* out) {
+#if CHIMERA_LEVEL == 2
+  // per 128-bit lane: [a0 a1 a0 a1] and [a2 a3 a2 a3] partial sums, then [a0 a1 a2 a3]
+  const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+  const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+  const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(u), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+#else
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+#endif
+}
+#endif
+
+// Scores of one query against keys [j, j + KB): KB independent accumulator chains over hd, then the
+// horizontal sums.
 template <int KB>
 static inline void decode_scores(const float* q, const float* k, size_t ldk, size_t hd, size_t j, float* scores) {
   vf acc[KB];
@@ -1022,6 +1091,14 @@ static inline void decode_scores(const float* q, const float* k, size_t ldk, siz
     CHIMERA_UNROLL
     for (int b = 0; b < KB; ++b) acc[b] = fmadd(qv, load(k + (j + b) * ldk + dd), acc[b]);
   }
+#if CHIMERA_LEVEL > 0
+  if constexpr (KB == 4) {
+    if (dd == hd) {  // the usual case (hd a multiple of W): four sums at once
+      hsum4(acc[0], acc[1], acc[2], acc[3], scores + j);
+      return;
+    }
+  }
+#endif
   CHIMERA_UNROLL
   for (int b = 0; b < KB; ++b) {
     float s = hsum(acc[b]);
@@ -1092,6 +1169,9 @@ static void decode_attention(const DecodeAttention& a, size_t t0, size_t t1, flo
 // Accumulator chains per probe: more than latency x issue width of any current core (5 cycles x 2 ports for
 // VNNI and FMA), so the loop measures throughput, not latency.
 constexpr int kProbeChains = 12;
+// The AVX2 int8 probe's chains run through vpaddd alone (latency 1); 8 keep the products and their
+// temporaries within the 16 ymm registers.
+constexpr int kProbeChainsAvx2 = 8;
 
 // Runs `iters` iterations of kProbeChains independent chains of the given kind; returns the multiply-adds done
 // (0 when this build cannot run that kind). The operands are opaque to the compiler (read from memory it cannot
@@ -1133,22 +1213,28 @@ static uint64_t peak_loop(int kind, uint64_t iters, const float* seed) {
 #endif
 #if CHIMERA_LEVEL >= 1
   if (kind == 1) {  // the AVX2 int8 sequence of s8_panel: maddubs + madd + add, 32 products per triple
-    __m256i acc[kProbeChains];
-    const __m256i a = _mm256_castps_si256(_mm256_loadu_ps(seed)), b = _mm256_castps_si256(_mm256_loadu_ps(seed + 8));
+    // Only the add depends on the chain; the products would be loop-invariant and hoisted (the loop would
+    // time vpaddd alone), so the operand is laundered through an empty asm before every product.
+    __m256i acc[kProbeChainsAvx2];
+    __m256i a = _mm256_castps_si256(_mm256_loadu_ps(seed));
+    const __m256i b = _mm256_castps_si256(_mm256_loadu_ps(seed + 8));
     const __m256i ones = _mm256_set1_epi16(1);
     CHIMERA_UNROLL
-    for (int c = 0; c < kProbeChains; ++c) acc[c] = _mm256_set1_epi32(c);
+    for (int c = 0; c < kProbeChainsAvx2; ++c) acc[c] = _mm256_set1_epi32(c);
     for (uint64_t i = 0; i < iters; ++i) {
       CHIMERA_UNROLL
-      for (int c = 0; c < kProbeChains; ++c) acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+      for (int c = 0; c < kProbeChainsAvx2; ++c) {
+        __asm__ volatile("" : "+x"(a));
+        acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+      }
     }
     __m256i s = _mm256_setzero_si256();
-    for (int c = 0; c < kProbeChains; ++c) s = _mm256_add_epi32(s, acc[c]);
+    for (int c = 0; c < kProbeChainsAvx2; ++c) s = _mm256_add_epi32(s, acc[c]);
     alignas(32) int32_t lanes[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
     volatile int32_t sink = lanes[0];
     (void)sink;
-    return iters * kProbeChains * 32;
+    return iters * kProbeChainsAvx2 * 32;
   }
 #endif
   (void)kind;
