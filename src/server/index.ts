@@ -182,6 +182,9 @@ export function createServer(options: CreateServerOptions = {}): ChimeraServer {
     bodyLimit: Math.max(1 << 20, 8 * ctx.maxTextBytes),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
     return503OnClosing: true,
+    // the chimera plugin loads the model while the server starts: a large one quantised from a directory can
+    // take longer than fastify's default 10 s plugin timeout
+    pluginTimeout: 0,
     ...(options.fastify ?? {}),
   }) as unknown as ChimeraServer;
 
