@@ -65,7 +65,7 @@ const PY_WS_RUN = new RegExp(`[${PY_WS}]+`, 'u');
 const PY_TRAILING_WS = new RegExp(`[${PY_WS}]+$`, 'u');
 
 /** Python's str.split() with no arguments. */
-function pySplit(s: string): string[] {
+export function pySplit(s: string): string[] {
   return s.split(PY_WS_RUN).filter((t) => t.length > 0);
 }
 
@@ -377,6 +377,54 @@ export function sentenceBleu(hyp: string, refs: string[], opts?: BleuOptions): B
   const st: Stats = { sysLen: 0, refLen: 0, correct: [0, 0, 0, 0], total: [0, 0, 0, 0] };
   const n = segmentStats(hyp, refs, r, st, 0);
   return computeBleu(st, r, String(n));
+}
+
+/**
+ * One sentence's sufficient statistics for corpus BLEU: summing them over sentences (field by field) and passing
+ * the sum to {@link bleuFromStats} gives exactly what {@link corpusBleu} gives for those sentences.
+ */
+export interface BleuStats {
+  /** Hypothesis length in tokens. */
+  sysLen: number;
+  /** The closest reference length (ties to the shorter). */
+  refLen: number;
+  /** Clipped n-gram matches, orders 1..4. */
+  correct: number[];
+  /** Hypothesis n-gram counts, orders 1..4. */
+  total: number[];
+}
+
+/**
+ * The BLEU statistics of one hypothesis against its references, tokenised and cased as `opts` says (the smoothing
+ * and effective-order options do not enter the statistics). Empty-string references are left out, as in
+ * {@link corpusBleu}; a sentence with no other reference is an E_ARG error.
+ */
+export function bleuStats(hyp: string, refs: string[], opts?: BleuOptions): BleuStats {
+  const r = resolve(opts, false);
+  if (typeof hyp !== 'string') throw new ChimeraError('E_ARG', `hyp must be a string, got ${hyp === null ? 'null' : typeof hyp}`);
+  checkStrings('refs', refs);
+  if (refs.length === 0) throw new ChimeraError('E_ARG', 'refs must hold at least one reference');
+  const st: Stats = { sysLen: 0, refLen: 0, correct: [0, 0, 0, 0], total: [0, 0, 0, 0] };
+  segmentStats(hyp, refs, r, st, 0);
+  return st;
+}
+
+/**
+ * BLEU from (summed) statistics with `opts`, corpus defaults (effective order off unless asked for). `nrefs` only
+ * fills the signature: the references per sentence, or 'var' when that varied.
+ */
+export function bleuFromStats(stats: BleuStats, opts?: BleuOptions, nrefs: number | 'var' = 1): BleuScore {
+  const r = resolve(opts, false);
+  const okCount = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+  const okArray = (a: unknown) => Array.isArray(a) && a.length === MAX_ORDER && a.every(okCount);
+  if (!stats || typeof stats !== 'object' || !okCount(stats.sysLen) || !okCount(stats.refLen) || !okArray(stats.correct) || !okArray(stats.total)) {
+    throw new ChimeraError('E_ARG', 'stats must be { sysLen, refLen, correct[4], total[4] } of non-negative numbers');
+  }
+  if (nrefs !== 'var' && !(Number.isInteger(nrefs) && nrefs >= 1)) {
+    throw new ChimeraError('E_ARG', `nrefs must be a positive integer or 'var', got ${String(nrefs)}`);
+  }
+  const st: Stats = { sysLen: stats.sysLen, refLen: stats.refLen, correct: stats.correct.slice(), total: stats.total.slice() };
+  return computeBleu(st, r, String(nrefs));
 }
 
 /** The tokenizer alone (after the optional lowercasing and sacreBLEU's rstrip), for inspection and tests. */
