@@ -9,13 +9,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { AbortError, ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from './errors';
-import type { MarianLoadOptions, PrecisionPlan } from './marian';
+import type { MarianLoadOptions, Precision, PrecisionPlan } from './marian';
 import type { GenerateOptions } from './marian';
 import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from './engine/worker';
 import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from './engine/cache';
 import { joinSentences, splitSentences, type Segment } from './engine/sentences';
 import { checkKeys } from './util/options';
 import { resolveModelSource } from './model/hub-cache';
+import { checkGuardOptions, QualityGuard, type GuardControl, type QualityGuardOptions, type QualityStats } from './engine/quality-guard';
+
+export type { QualityGuardOptions, QualityStats, TierChange, Rung } from './engine/quality-guard';
 
 export type { CachedSentence, SentenceCacheTier, CacheStats } from './engine/cache';
 
@@ -53,8 +56,10 @@ export interface TranslatorLoadOptions extends MarianLoadOptions {
   cacheTiers?: SentenceCacheTier[];
   /** Split texts into sentences (so known ones come from the cache). Default true. */
   splitSentences?: boolean;
+  /** The live quality guard (off when unset): shadows served sentences through a full-precision control. */
+  qualityGuard?: QualityGuardOptions;
 }
-const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences'] as const;
+const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard'] as const;
 
 export interface TranslationResult {
   text: string;
@@ -96,6 +101,8 @@ export interface TranslatorStats {
   tokensGenerated: number;
   requests: { done: number; failed: number; aborted: number; busy: number; cached: number };
   cache: CacheStats;
+  /** The quality guard's window, tier and changes; null when the guard is off. */
+  quality: QualityStats | null;
 }
 
 export interface ModelInfo {
@@ -109,6 +116,7 @@ export interface ModelInfo {
   identity: string;
   /** Intra-op threads of this Translator's engine (its own pool: other Translators and the caller keep theirs). */
   threads: number;
+  layers: { encoder: number; decoder: number };
 }
 
 const DEFAULTS = { maxQueue: 1024, maxSlots: 64, maxSourceTokens: 4096, maxStateBytes: 2 ** 30, encodeChunkTokens: 256, cacheBytes: 32 * 2 ** 20 };
@@ -145,7 +153,62 @@ function generateOptions(o: TranslateOptions | undefined): GenerateOptions {
   return g;
 }
 
+/** One model in its worker thread. The Translator serves from one engine; a retired one drains, then closes. */
+interface Engine {
+  worker: Worker;
+  plan: PrecisionPlan;
+  /** Cache keys of this engine's outputs start with this (identity + precision plan). */
+  keyPrefix: string;
+  stats: WorkerStats | null;
+  inflight: number;
+  retired: boolean;
+  exited: boolean;
+}
+
+type Loaded = Extract<Reply, { type: 'loaded' }>;
+
+/** Starts a worker on `source` and resolves when its model is loaded (rejects with the worker's error). */
+function spawnEngine(source: string, wo: WorkerOptions): Promise<{ worker: Worker; loaded: Loaded }> {
+  let worker: Worker;
+  try {
+    worker = new Worker(workerPath(), { workerData: { dir: source, opts: wo } });
+  } catch (e) {
+    // a missing worker script, or options that cannot be sent to a thread (functions, class instances)
+    if (e instanceof ChimeraError) return Promise.reject(e);
+    return Promise.reject(new ChimeraError('E_ARG', `cannot start the translator worker: ${(e as Error).message}`, { cause: e }));
+  }
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      worker.off('message', onMsg);
+      worker.off('error', onErr);
+      worker.off('exit', onExit);
+    };
+    const onMsg = (m: Reply) => {
+      if (m.type !== 'loaded' && m.type !== 'error') return;
+      done();
+      if (m.type === 'loaded') resolve({ worker, loaded: m });
+      else {
+        void worker.terminate();
+        reject(new ChimeraError(m.code as ChimeraErrorCode, m.message));
+      }
+    };
+    const onErr = (e: Error) => {
+      done();
+      reject(new ChimeraError('E_NATIVE', `the translator worker failed while loading: ${e.message}`, { cause: e }));
+    };
+    // without this, a worker that dies before answering would leave the promise pending forever
+    const onExit = (code: number) => {
+      done();
+      reject(new ChimeraError('E_NATIVE', `the translator worker exited (code ${code}) before the model loaded`));
+    };
+    worker.on('message', onMsg);
+    worker.on('error', onErr);
+    worker.on('exit', onExit);
+  });
+}
+
 interface Pending {
+  engine: Engine;
   admitted: boolean;
   settle(e: Error | null, sentences?: SentenceReply[]): void;
   onToken?(sentence: number, token: number, text: string): void;
@@ -162,108 +225,171 @@ interface TextPlan {
 }
 
 export class Translator extends EventEmitter {
-  private readonly worker: Worker;
+  private engine: Engine;
+  private readonly retired = new Set<Engine>();
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private queued = 0;
   private closed = false;
   private closing: Promise<void> | null = null;
-  private exited = false;
-  private workerStats: WorkerStats | null = null;
   private readonly counters = { done: 0, failed: 0, aborted: 0, busy: 0, cached: 0 };
   private readonly cache: SentenceCache;
-  private readonly optsKeyPrefix: string;
+  private readonly workerOptions: WorkerOptions;
+  private guard: QualityGuard | null = null;
   readonly loadMs: number;
   readonly modelInfo: ModelInfo;
 
-  private constructor(worker: Worker, loaded: Extract<Reply, { type: 'loaded' }>, source: string, private readonly o: Required<Pick<TranslatorLoadOptions, 'maxQueue' | 'splitSentences'>> & TranslatorLoadOptions) {
+  private constructor(worker: Worker, loaded: Loaded, source: string, wo: WorkerOptions, private readonly o: Required<Pick<TranslatorLoadOptions, 'maxQueue' | 'splitSentences'>> & TranslatorLoadOptions) {
     super();
-    this.worker = worker;
+    this.workerOptions = wo;
     this.loadMs = loaded.loadMs;
     this.modelInfo = {
-      source, precision: loaded.precision as PrecisionPlan, maxSourceTokens: loaded.maxPositions, identity: modelIdentity(source), threads: loaded.threads,
+      source, precision: loaded.precision as PrecisionPlan, maxSourceTokens: loaded.maxPositions, identity: modelIdentity(source), threads: loaded.threads, layers: loaded.layers,
       ...(loaded.sourceLang ? { sourceLang: loaded.sourceLang } : {}), ...(loaded.targetLang ? { targetLang: loaded.targetLang } : {}),
     };
     this.cache = new SentenceCache(o.cacheBytes ?? DEFAULTS.cacheBytes, o.cacheTiers ?? []);
-    this.optsKeyPrefix = `chimera1|${this.modelInfo.identity}|${JSON.stringify(this.modelInfo.precision)}|`;
-    worker.on('message', (m: Reply) => this.onMessage(m));
-    worker.on('error', (e) => this.failAll(new ChimeraError('E_NATIVE', `the translator worker failed: ${e.message}`, { cause: e })));
+    this.engine = this.adopt(worker, loaded.precision as PrecisionPlan);
+  }
+
+  private adopt(worker: Worker, plan: PrecisionPlan): Engine {
+    const e: Engine = { worker, plan, keyPrefix: `chimera1|${this.modelInfo.identity}|${JSON.stringify(plan)}|`, stats: null, inflight: 0, retired: false, exited: false };
+    worker.on('message', (m: Reply) => this.onMessage(e, m));
+    worker.on('error', (err) => {
+      if (e === this.engine) this.failAll(new ChimeraError('E_NATIVE', `the translator worker failed: ${err.message}`, { cause: err }));
+      else this.failEngine(e, new ChimeraError('E_NATIVE', `a retired translator worker failed: ${err.message}`, { cause: err }));
+    });
     worker.on('exit', () => {
-      this.exited = true;
-      this.failAll(new ChimeraError(this.closed ? 'E_CLOSED' : 'E_NATIVE', this.closed ? 'the Translator was closed' : 'the translator worker exited'));
+      e.exited = true;
+      this.retired.delete(e);
+      const err = new ChimeraError(this.closed ? 'E_CLOSED' : 'E_NATIVE', this.closed ? 'the Translator was closed' : 'the translator worker exited');
+      if (e === this.engine) this.failAll(err);
+      else this.failEngine(e, err);
+    });
+    return e;
+  }
+
+  /** Loads a model directory, packed file or cached repo id in a new worker thread. */
+  static async load(model: string, opts: TranslatorLoadOptions = {}): Promise<Translator> {
+    checkKeys(opts, LOAD_KEYS, 'Translator.load option');
+    // a directory, a packed file, or a Hugging Face repo id found offline in the local cache
+    model = resolveModelSource(model);
+    if (typeof model !== 'string' || !fs.existsSync(model)) throw new ChimeraError('E_MODEL', `model path ${String(model)} does not exist`);
+    const sched: WorkerOptions['scheduler'] = {
+      maxSlots: positiveInt(opts.maxSlots, 'maxSlots') ?? DEFAULTS.maxSlots,
+      maxSourceTokens: positiveInt(opts.maxSourceTokens, 'maxSourceTokens') ?? DEFAULTS.maxSourceTokens,
+      maxStateBytes: positiveInt(opts.maxStateBytes, 'maxStateBytes') ?? DEFAULTS.maxStateBytes,
+      encodeChunkTokens: positiveInt(opts.encodeChunkTokens, 'encodeChunkTokens') ?? DEFAULTS.encodeChunkTokens,
+    };
+    positiveInt(opts.maxQueue, 'maxQueue', 0);
+    positiveInt(opts.cacheBytes, 'cacheBytes', 0);
+    if (opts.splitSentences !== undefined && typeof opts.splitSentences !== 'boolean') throw new ChimeraError('E_ARG', 'splitSentences must be a boolean');
+    if (opts.cacheTiers !== undefined && !(Array.isArray(opts.cacheTiers) && opts.cacheTiers.every((t) => t && typeof t.get === 'function' && typeof t.set === 'function' && typeof t.name === 'string')))
+      throw new ChimeraError('E_ARG', 'cacheTiers must be an array of { name, get(keys), set(entries) }');
+    const { onProgress: _p, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, qualityGuard, ...load } = opts;
+    const source = path.resolve(model);
+    if (qualityGuard !== undefined) {
+      const g = checkGuardOptions(qualityGuard);
+      if (g.action === 'escalate' && !fs.statSync(source).isDirectory())
+        throw new ChimeraError('E_ARG', `qualityGuard.action 'escalate' re-quantises from the original weights: ${source} must be a model directory, not a packed file`);
+    }
+    const wo: WorkerOptions = { load, scheduler: sched };
+    const { worker, loaded } = await spawnEngine(source, wo);
+    const t = new Translator(worker, loaded, source, wo, { ...opts, maxQueue: opts.maxQueue ?? DEFAULTS.maxQueue, splitSentences: opts.splitSentences ?? true });
+    if (qualityGuard !== undefined) t.guard = new QualityGuard(t.guardHost(), qualityGuard, t.modelInfo.precision);
+    return t;
+  }
+
+  /** What the quality guard may do with this Translator: read the queue, swap the tier, load its control. */
+  private guardHost() {
+    return {
+      queued: () => this.queued,
+      swap: (plan: PrecisionPlan) => this.swapPrecision(plan),
+      layers: this.modelInfo.layers,
+      emit: (event: string, payload: unknown) => this.emit(event, payload),
+      loadControl: async (precision: Precision, threads: number, maxQueue: number): Promise<GuardControl> => {
+        const c = await Translator.load(this.modelInfo.source, { precision, threads, cacheBytes: 0, splitSentences: false, maxQueue });
+        return {
+          translate: async (sentence, o) => {
+            const { maxNewTokens, ...rest } = o as GenerateOptions;
+            return (await c.translate(sentence, { ...rest, ...(maxNewTokens !== undefined ? { maxLength: maxNewTokens } : {}) } as TranslateOptions))[0].text;
+          },
+          sensitivity: (sentences) => c.measureSensitivity(sentences),
+          close: () => c.close(),
+        };
+      },
+    };
+  }
+
+  /**
+   * Hot swap: loads the same model at `precision` in a new worker, then sends every new request there. Requests
+   * already sent finish on the old engine, which is closed once it has answered them: nothing is dropped or
+   * answered twice. Resolves when the new engine serves. Needs a model directory (a packed file has one precision).
+   */
+  async swapPrecision(precision: PrecisionPlan | Precision): Promise<void> {
+    this.checkOpen();
+    const wo: WorkerOptions = { ...this.workerOptions, load: { ...this.workerOptions.load, precision } };
+    const { worker, loaded } = await spawnEngine(this.modelInfo.source, wo);
+    if (this.closed) {
+      await worker.terminate();
+      throw new ChimeraError('E_CLOSED', 'the Translator was closed during the swap');
+    }
+    const old = this.engine;
+    this.engine = this.adopt(worker, loaded.precision as PrecisionPlan);
+    this.modelInfo.precision = loaded.precision as PrecisionPlan;
+    old.retired = true;
+    this.retired.add(old);
+    if (old.inflight === 0) void this.closeEngine(old);
+  }
+
+  /** Posts 'close' to an engine and waits for its worker to leave (terminating it after a grace period). */
+  private async closeEngine(e: Engine): Promise<void> {
+    if (e.exited) return;
+    const gone = new Promise<void>((r) => e.worker.once('exit', () => r()));
+    try {
+      e.worker.postMessage({ type: 'close' } satisfies Request);
+    } catch {
+      /* the worker is already gone */
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), CLOSE_GRACE_MS)));
+    if ((await Promise.race([gone, late])) === 'late') await e.worker.terminate();
+    clearTimeout(timer);
+  }
+
+  /** Sends a raw request to the serving engine's worker (quality tools: layer-norm edits, sensitivity). */
+  private control<T>(req: Record<string, unknown>): Promise<T> {
+    this.checkOpen();
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const p: Pending = {
+        engine: this.engine, admitted: true,
+        settle: (e, r) => (e ? reject(e) : resolve(r as unknown as T)),
+      };
+      this.pending.set(id, p);
+      this.engine.inflight++;
+      this.engine.worker.postMessage({ ...req, id });
     });
   }
 
-  /** Loads a model directory or packed file in a new worker thread. */
-  static load(model: string, opts: TranslatorLoadOptions = {}): Promise<Translator> {
-    try {
-      checkKeys(opts, LOAD_KEYS, 'Translator.load option');
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    try {
-      // a directory, a packed file, or a Hugging Face repo id found offline in the local cache
-      model = resolveModelSource(model);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (typeof model !== 'string' || !fs.existsSync(model)) return Promise.reject(new ChimeraError('E_MODEL', `model path ${String(model)} does not exist`));
-    let sched: WorkerOptions['scheduler'];
-    let worker: Worker;
-    try {
-      sched = {
-        maxSlots: positiveInt(opts.maxSlots, 'maxSlots') ?? DEFAULTS.maxSlots,
-        maxSourceTokens: positiveInt(opts.maxSourceTokens, 'maxSourceTokens') ?? DEFAULTS.maxSourceTokens,
-        maxStateBytes: positiveInt(opts.maxStateBytes, 'maxStateBytes') ?? DEFAULTS.maxStateBytes,
-        encodeChunkTokens: positiveInt(opts.encodeChunkTokens, 'encodeChunkTokens') ?? DEFAULTS.encodeChunkTokens,
-      };
-      positiveInt(opts.maxQueue, 'maxQueue', 0);
-      positiveInt(opts.cacheBytes, 'cacheBytes', 0);
-      if (opts.splitSentences !== undefined && typeof opts.splitSentences !== 'boolean') throw new ChimeraError('E_ARG', 'splitSentences must be a boolean');
-      if (opts.cacheTiers !== undefined && !(Array.isArray(opts.cacheTiers) && opts.cacheTiers.every((t) => t && typeof t.get === 'function' && typeof t.set === 'function' && typeof t.name === 'string')))
-        throw new ChimeraError('E_ARG', 'cacheTiers must be an array of { name, get(keys), set(entries) }');
-      const { onProgress: _p, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, ...load } = opts;
-      const wo: WorkerOptions = { load, scheduler: sched };
-      worker = new Worker(workerPath(), { workerData: { dir: path.resolve(model), opts: wo } });
-    } catch (e) {
-      // a missing worker script, bad options, or options that cannot be sent to a thread (functions, class instances)
-      if (e instanceof ChimeraError) return Promise.reject(e);
-      return Promise.reject(new ChimeraError('E_ARG', `cannot start the translator worker: ${(e as Error).message}`, { cause: e }));
-    }
-    const full = { ...opts, maxQueue: opts.maxQueue ?? DEFAULTS.maxQueue, splitSentences: opts.splitSentences ?? true };
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        worker.off('message', onMsg);
-        worker.off('error', onErr);
-        worker.off('exit', onExit);
-      };
-      const onMsg = (m: Reply) => {
-        if (m.type !== 'loaded' && m.type !== 'error') return;
-        done();
-        if (m.type === 'loaded') resolve(new Translator(worker, m, path.resolve(model), full));
-        else {
-          void worker.terminate();
-          reject(new ChimeraError(m.code as ChimeraErrorCode, m.message));
-        }
-      };
-      const onErr = (e: Error) => {
-        done();
-        reject(new ChimeraError('E_NATIVE', `the translator worker failed while loading: ${e.message}`, { cause: e }));
-      };
-      // without this, a worker that dies before answering would leave the promise pending forever
-      const onExit = (code: number) => {
-        done();
-        reject(new ChimeraError('E_NATIVE', `the translator worker exited (code ${code}) before the model loaded`));
-      };
-      worker.on('message', onMsg);
-      worker.on('error', onErr);
-      worker.on('exit', onExit);
-    });
+  /**
+   * Edits a layer norm of the served model in place (live gamma/beta: the next step uses it). For tuning and for
+   * the quality guard's demonstration; `name` as in MarianModel.layerNorms().
+   */
+  adjustLayerNorm(name: string, edit: { scaleGamma?: number; shiftBeta?: number }): Promise<void> {
+    if (typeof name !== 'string') return Promise.reject(new ChimeraError('E_ARG', 'name must be a layer-norm name'));
+    checkKeys(edit, ['scaleGamma', 'shiftBeta'], 'layer-norm edit');
+    for (const [k, v] of Object.entries(edit)) if (!(typeof v === 'number' && Number.isFinite(v))) return Promise.reject(new ChimeraError('E_ARG', `${k} must be a finite number`));
+    return this.control<void>({ type: 'adjustNorm', name, edit });
   }
 
-  private onMessage(m: Reply): void {
+  /** Per-group int8 sensitivity of the served model's source directory, measured in its worker on `sentences`. */
+  measureSensitivity(sentences: string[]): Promise<string[]> {
+    return this.control<string[]>({ type: 'sensitivity', sentences });
+  }
+
+  private onMessage(e: Engine, m: Reply): void {
     if (m.type === 'stats') {
-      this.workerStats = m.stats;
+      e.stats = m.stats;
       if (m.steps.length > 0) this.emit('steps', m.steps);
       return;
     }
@@ -292,20 +418,36 @@ export class Translator extends EventEmitter {
         this.forget(m.id, p);
         p.settle(new ChimeraError(m.code as ChimeraErrorCode, m.message, m.reason ? { reason: m.reason } : undefined));
         return;
+      case 'control':
+        this.forget(m.id, p);
+        p.settle(null, m.value as SentenceReply[]);
+        return;
     }
   }
 
   private forget(id: number, p: Pending): void {
-    this.pending.delete(id);
+    if (!this.pending.delete(id)) return;
     if (!p.admitted) {
       p.admitted = true;
       this.queued--;
     }
+    const e = p.engine;
+    e.inflight--;
+    if (e.retired && e.inflight === 0 && !this.closing) void this.closeEngine(e);
   }
 
   private failAll(e: Error): void {
     this.closed = true;
     for (const [id, p] of [...this.pending]) {
+      this.forget(id, p);
+      p.settle(e);
+    }
+  }
+
+  /** Fails the requests of one (retired) engine only. */
+  private failEngine(engine: Engine, e: Error): void {
+    for (const [id, p] of [...this.pending]) {
+      if (p.engine !== engine) continue;
       this.forget(id, p);
       p.settle(e);
     }
@@ -330,7 +472,7 @@ export class Translator extends EventEmitter {
           continue;
         }
         const sentence = normaliseSentence(s.core);
-        const key = ok === null || !this.cache.enabled ? null : this.optsKeyPrefix + ok + '|' + sentence;
+        const key = ok === null || !this.cache.enabled ? null : this.engine.keyPrefix + ok + '|' + sentence;
         keys.push(key);
         const hit = key === null ? undefined : this.cache.getLocal(key);
         if (hit) {
@@ -400,15 +542,17 @@ export class Translator extends EventEmitter {
       return Promise.reject(new ChimeraError('E_BUSY', `the queue is full (${this.o.maxQueue} requests waiting; maxQueue): retry later`));
     }
     const id = this.nextId++;
+    const engine = this.engine;
     return new Promise<SentenceReply[]>((resolve, reject) => {
       const onAbort = () => {
         const p = this.pending.get(id);
         if (!p) return;
         this.forget(id, p);
-        this.worker.postMessage({ type: 'abort', id } satisfies Request);
+        engine.worker.postMessage({ type: 'abort', id } satisfies Request);
         p.settle(new AbortError('the translation was aborted', { cause: signal?.reason }));
       };
       const p: Pending = {
+        engine,
         admitted: false,
         ...hooks,
         settle: (e, r) => {
@@ -419,8 +563,9 @@ export class Translator extends EventEmitter {
       };
       this.pending.set(id, p);
       this.queued++;
+      engine.inflight++;
       try {
-        this.worker.postMessage({ type: 'translate', id, sentences, opts: g, stream, textOf } satisfies Request);
+        engine.worker.postMessage({ type: 'translate', id, sentences, opts: g, stream, textOf } satisfies Request);
       } catch (e) {
         this.forget(id, p);
         p.settle(new ChimeraError('E_ARG', `options cannot be sent to the worker: ${(e as Error).message}`, { cause: e }));
@@ -446,6 +591,7 @@ export class Translator extends EventEmitter {
       if (todo.length > 0) ({ todo, todoKeys, textOf } = await this.fromTiers(plans, todo, todoKeys, textOf));
       if (signal?.aborted) throw new AbortError('the translation was aborted', { cause: signal.reason });
       const decoded = todo.length > 0 ? await this.dispatch(todo, textOf, g, false, signal) : [];
+      this.guard?.observe(todo, decoded.map((r) => r.text), g as Record<string, unknown>);
       this.cache.set(decoded.flatMap((r, i) => (todoKeys[i] !== null ? [[todoKeys[i]!, { text: r.text, tokens: r.tokens }] as [string, CachedSentence]] : [])));
       const now = performance.timeOrigin + performance.now();
       const out = plans.map((p) => this.assemble(p, decoded, t0, now));
@@ -574,6 +720,7 @@ export class Translator extends EventEmitter {
         wake = null;
       }
       const decoded = (result ?? []) as SentenceReply[];
+      this.guard?.observe(todo, decoded.map((r) => r.text), g as Record<string, unknown>);
       this.cache.set(decoded.flatMap((r, i) => (todoKeys[i] !== null ? [[todoKeys[i]!, { text: r.text, tokens: r.tokens }] as [string, CachedSentence]] : [])));
       this.counters.done++;
       if (todo.length === 0) this.counters.cached++;
@@ -587,7 +734,7 @@ export class Translator extends EventEmitter {
 
   /** Queue, batch, step and cache figures: the worker's as of its last step boundary, the rest live. */
   stats(): TranslatorStats {
-    const w = this.workerStats;
+    const w = this.engine.stats;
     const steps = w?.steps ?? 0;
     return {
       queued: this.queued,
@@ -605,6 +752,7 @@ export class Translator extends EventEmitter {
       tokensGenerated: w?.tokensGenerated ?? 0,
       requests: { ...this.counters },
       cache: this.cache.stats(),
+      quality: this.guard?.stats() ?? null,
     };
   }
 
@@ -616,19 +764,8 @@ export class Translator extends EventEmitter {
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.failAll(new ChimeraError('E_CLOSED', 'the Translator was closed before this request finished'));
-    this.closing = (async () => {
-      if (this.exited) return;
-      const gone = new Promise<void>((r) => this.worker.once('exit', () => r()));
-      try {
-        this.worker.postMessage({ type: 'close' } satisfies Request);
-      } catch {
-        /* the worker is already gone */
-      }
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), CLOSE_GRACE_MS)));
-      if ((await Promise.race([gone, late])) === 'late') await this.worker.terminate();
-      clearTimeout(timer);
-    })();
+    const guard = this.guard?.close() ?? Promise.resolve();
+    this.closing = Promise.all([guard, ...[this.engine, ...this.retired].map((e) => this.closeEngine(e))]).then(() => undefined);
     return this.closing;
   }
 }

@@ -22,6 +22,8 @@ export interface WorkerOptions {
 export type Request =
   | { type: 'translate'; id: number; sentences: string[]; opts: GenerateOptions; stream: boolean; textOf: number[] }
   | { type: 'abort'; id: number }
+  | { type: 'adjustNorm'; id: number; name: string; edit: { scaleGamma?: number; shiftBeta?: number } }
+  | { type: 'sensitivity'; id: number; sentences: string[] }
   | { type: 'close' };
 
 /** One sentence's translation and its timeline (wall-clock ms). */
@@ -38,13 +40,14 @@ export interface WorkerStats extends SchedulerStats {
 }
 
 export type Reply =
-  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; threads: number; sourceLang?: string; targetLang?: string }
+  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; threads: number; layers: { encoder: number; decoder: number }; sourceLang?: string; targetLang?: string }
   | { type: 'admit'; id: number; at: number }
   | { type: 'token'; id: number; sentence: number; token: number; text: string }
   | { type: 'sentence'; id: number; sentence: number; result: SentenceReply }
   | { type: 'result'; id: number; sentences: SentenceReply[] }
   | { type: 'error'; id: number; code: string; message: string; reason?: ChimeraErrorReason }
   | { type: 'stats'; stats: WorkerStats; steps: { rows: number; ms: number }[] }
+  | { type: 'control'; id: number; value: unknown }
   | { type: 'closed' };
 
 const port = parentPort;
@@ -108,6 +111,7 @@ async function main(): Promise<void> {
 
   port!.postMessage({
     type: 'loaded', loadMs: model.loadMs, precision: model.precision, maxPositions: model.config.maxPositions, threads: getThreads(),
+    layers: { encoder: model.config.encoderLayers, decoder: model.config.decoderLayers },
     ...languagePair(model),
   } satisfies Reply);
 
@@ -127,6 +131,34 @@ async function main(): Promise<void> {
     }
     if (closing) {
       port!.postMessage(errorReply(req.id, new ChimeraError('E_CLOSED', 'the Translator is closed')));
+      return;
+    }
+    if (req.type === 'adjustNorm') {
+      try {
+        const ln = model.layerNorms().find((n) => n.name === req.name);
+        if (!ln) throw new ChimeraError('E_ARG', `no layer norm named ${req.name}; see MarianModel.layerNorms()`);
+        if (req.edit.scaleGamma !== undefined) ln.params.scaleGamma(req.edit.scaleGamma);
+        if (req.edit.shiftBeta !== undefined) ln.params.shiftBeta(req.edit.shiftBeta);
+        port!.postMessage({ type: 'control', id: req.id, value: null } satisfies Reply);
+      } catch (e) {
+        port!.postMessage(errorReply(req.id, e));
+      }
+      return;
+    }
+    if (req.type === 'sensitivity') {
+      // Between steps, on this worker's thread budget: one teacher-forced pass per precision group (see quantize).
+      void (async () => {
+        try {
+          const { measureSensitivity } = await import('../quality/quantize');
+          const control = await MarianModel.load(dir, { precision: 'fp32' });
+          const src = req.sentences.map((x) => control.tokenizer!.encode(x));
+          const tgt = control.generate(src, { maxNewTokens: 64 }).ids;
+          const r = await measureSensitivity(dir, control, src, tgt);
+          port!.postMessage({ type: 'control', id: req.id, value: r.ranking.map((e) => e.group) } satisfies Reply);
+        } catch (e) {
+          port!.postMessage(errorReply(req.id, e));
+        }
+      })();
       return;
     }
     try {
