@@ -11,6 +11,10 @@
 #define CHIMERA_HAVE_MMAP 1
 #endif
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -1087,13 +1091,13 @@ Napi::Value DecodeAttentionFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// peakProbe(kind 'vnni' | 'avx2-int8' | 'fma', ms) -> multiply-adds per second / 1e9 on one core
+// peakProbe(kind 'vnni' | 'avx2-int8' | 'fma' | 'avxvnni', ms) -> multiply-adds per second / 1e9 on one core
 Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw_code(env, "E_ARG", "kind must be 'vnni', 'avx2-int8' or 'fma'");
   const std::string kind = info[0].As<Napi::String>();
-  const int k = kind == "vnni" ? 0 : kind == "avx2-int8" ? 1 : kind == "fma" ? 2 : -1;
-  if (k < 0) throw_code(env, "E_ARG", "kind must be 'vnni', 'avx2-int8' or 'fma', got '" + kind + "'");
+  const int k = kind == "vnni" ? 0 : kind == "avx2-int8" ? 1 : kind == "fma" ? 2 : kind == "avxvnni" ? 3 : -1;
+  if (k < 0) throw_code(env, "E_ARG", "kind must be 'vnni', 'avx2-int8', 'fma' or 'avxvnni', got '" + kind + "'");
   const double ms = num(info, 1);
   if (!(ms >= 1 && ms <= 10000)) throw_code(env, "E_RANGE", "ms must be in 1..10000");
   const double rate = peak_probe(k, ms);
@@ -1102,6 +1106,14 @@ Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#if defined(__GLIBC__)
+  // Fix glibc's mmap threshold at its default (128 KiB) instead of letting it rise after the first large free
+  // (up to 32 MiB). Risen, every weight and activation buffer of a model loaded in a worker thread came from
+  // that thread's malloc arena, whose freed space stayed resident after the worker exited: each
+  // load -> translate -> close cycle of a Translator grew the process by ~1.5 MB (test/leak.test.ts).
+  static const bool malloc_tuned = mallopt(M_MMAP_THRESHOLD, 128 * 1024) != 0;
+  (void)malloc_tuned;
+#endif
   const char* err = init_isa_from_env();
   if (*err) {  // module init is outside guarded(): a Napi::Error is what node-addon-api's init wrapper takes
     Napi::Error e = Napi::Error::New(env, err);
