@@ -44,7 +44,7 @@
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "conditions": [
         ["target_arch=='x64'",
-          { "dependencies": ["kernels_avx2", "kernels_avx512", "kernels_amx"] },
+          { "dependencies": ["kernels_avx2", "kernels_avxvnni", "kernels_avx512", "kernels_amx"] },
           { "defines": ["CHIMERA_SCALAR_ONLY"] }]
       ]
     }
@@ -58,6 +58,14 @@
           "sources": ["native/kernels/kernels_avx2.cpp"],
           "cflags_cc": ["-fPIC", "-mavx2", "-mfma", "-mf16c"],
           "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mfma", "-mf16c"] },
+          "msvs_settings": { "VCCLCompilerTool": { "AdditionalOptions": ["/arch:AVX2"] } }
+        },
+        {
+          "target_name": "kernels_avxvnni",
+          "type": "static_library",
+          "sources": ["native/kernels/kernels_avxvnni.cpp"],
+          "cflags_cc": ["-fPIC", "-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"] },
           "msvs_settings": { "VCCLCompilerTool": { "AdditionalOptions": ["/arch:AVX2"] } }
         },
         {

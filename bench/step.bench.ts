@@ -117,7 +117,7 @@ export async function stepReport(opts: StepOptions = {}): Promise<StepReport> {
   const isa = getIsa();
   let probe: StepReport['probe'] = null;
   if (typeof nb.peakProbe === 'function') {
-    const kind = isa === 'avx512vnni' || isa === 'amx' ? 'vnni' : isa === 'avx2' ? 'avx2-int8' : 'fma';
+    const kind = isa === 'avx512vnni' || isa === 'amx' ? 'vnni' : isa === 'avxvnni' ? 'avxvnni' : isa === 'avx2' ? 'avx2-int8' : 'fma';
     probe = { kind, gmacs_per_core: nb.peakProbe(kind, PROBE_MS), fma_gmacs_per_core: nb.peakProbe('fma', PROBE_MS) };
     log(`peak probe (one core): ${kind} ${probe.gmacs_per_core.toFixed(1)} GMAC/s, fma ${probe.fma_gmacs_per_core.toFixed(1)} GFMA/s`);
   } else {

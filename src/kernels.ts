@@ -6,8 +6,11 @@ import { types } from 'node:util';
 import { ChimeraError, rethrowNative } from './errors';
 import { native } from './native';
 
-/** Kernel paths, in increasing order of capability. 'amx' is the AVX-512 path plus AMX-INT8 tiles in the int8 GEMM. */
-export type Isa = 'scalar' | 'avx2' | 'avx512vnni' | 'amx';
+/**
+ * Kernel paths, in increasing order of preference. 'avxvnni' is the AVX2 path with VEX vpdpbusd in the int8 GEMM
+ * (CPUs with AVX-VNNI but no AVX-512); 'amx' is the AVX-512 path plus AMX-INT8 tiles in the int8 GEMM.
+ */
+export type Isa = 'scalar' | 'avx2' | 'avxvnni' | 'avx512vnni' | 'amx';
 export type Activation = 'none' | 'relu' | 'silu' | 'gelu' | 'gelu_tanh';
 const ACTIVATIONS: Record<Activation, number> = { none: 0, relu: 1, silu: 2, gelu: 3, gelu_tanh: 4 };
 

@@ -74,7 +74,7 @@ export interface NativeBinding {
     heads: number, hd: number, out: Float32Array,
   ): void;
   /** Multiply-adds per second / 1e9 of one core on independent chains of the given kind. */
-  peakProbe(kind: 'vnni' | 'avx2-int8' | 'fma', ms: number): number;
+  peakProbe(kind: 'vnni' | 'avx2-int8' | 'fma' | 'avxvnni', ms: number): number;
   allocArena(bytes: number): ArrayBuffer;
   mapFile(path: string): ArrayBuffer | null;
   toHalf(src: Float32Array, dst: Uint16Array): void;

@@ -10,7 +10,7 @@ import type { Isa } from '../src/index';
 import { addonPath } from './helpers/addon-path';
 import { expectChimeraError } from './helpers/harness';
 
-const ALL: Isa[] = ['scalar', 'avx2', 'avx512vnni', 'amx'];
+const ALL: Isa[] = ['scalar', 'avx2', 'avxvnni', 'avx512vnni', 'amx'];
 
 function runChild(env: Record<string, string | undefined>, body: string) {
   const childEnv: Record<string, string> = {};
@@ -47,6 +47,8 @@ describe('cpuInfo', () => {
     }
     if (!features.avx2) expect(supported).not.toContain('avx2');
     if (!features.avx512vnni || !features.avx512f) expect(supported).not.toContain('avx512vnni');
+    if (supported.includes('avxvnni')) expect(features.avxvnni && features.avx2).toBe(true);
+    if (!features.avxvnni) expect(supported).not.toContain('avxvnni');
     if (supported.includes('amx')) expect(features.amx_int8 && features.amx_tile && features.avx512vnni).toBe(true);
     if (!features.amx_int8) expect(supported).not.toContain('amx');
   });
@@ -60,6 +62,7 @@ describe('cpuInfo', () => {
     expect(features.avx2, 'avx2').toBe(flags.has('avx2'));
     expect(features.avx512f, 'avx512f').toBe(flags.has('avx512f'));
     expect(features.avx512vnni, 'avx512vnni (avx512_vnni in /proc/cpuinfo)').toBe(flags.has('avx512_vnni'));
+    expect(features.avxvnni, 'avxvnni (avx_vnni in /proc/cpuinfo)').toBe(flags.has('avx_vnni'));
   });
 
   it('setIsa round-trips for every supported ISA, and auto picks the best', () => {
@@ -97,7 +100,7 @@ describe('cpuInfo', () => {
     setIsa('auto');
     const c = kernelCounters();
     for (const [k, v] of Object.entries(c)) {
-      expect(k).toMatch(/^[a-z0-9_]+:(scalar|avx2|avx512vnni|amx)$/);
+      expect(k).toMatch(/^[a-z0-9_]+:(scalar|avx2|avxvnni|avx512vnni|amx)$/);
       expect(Number.isInteger(v) && v >= 0, `${k} = ${v}`).toBe(true);
     }
   });
@@ -164,7 +167,7 @@ describe('CHIMERA_ISA at load time (child processes)', () => {
     expect(out.message).toContain('CHIMERA_ISA');
   });
 
-  const missing = (['avx2', 'avx512vnni', 'amx'] as Isa[]).filter((i) => !supported.includes(i));
+  const missing = (['avx2', 'avxvnni', 'avx512vnni', 'amx'] as Isa[]).filter((i) => !supported.includes(i));
   it.skipIf(missing.length === 0)('forcing an ISA this CPU lacks through CHIMERA_ISA fails with E_ISA', () => {
     for (const isa of missing) {
       const r = runChild({ CHIMERA_ISA: isa }, 'process.stdout.write("loaded");');

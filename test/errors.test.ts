@@ -255,7 +255,7 @@ describe('threads and ISA', () => {
     expect(getIsa()).toBe(before);
   });
 
-  const unsupported = (['avx2', 'avx512vnni', 'amx'] as const).filter((i) => !cpuInfo().supported.includes(i));
+  const unsupported = (['avx2', 'avxvnni', 'avx512vnni', 'amx'] as const).filter((i) => !cpuInfo().supported.includes(i));
   it.skipIf(unsupported.length === 0)('forcing an ISA this CPU lacks -> E_ISA', () => {
     for (const isa of unsupported) expectChimeraError(() => setIsa(isa), 'E_ISA', isa);
   });

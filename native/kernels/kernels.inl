@@ -447,6 +447,54 @@ static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t r
 // Rows per tile, and groups per tile for a given row count: MR x 16 NG accumulators within 32 registers.
 constexpr int kS8MaxRows = 6;
 constexpr int s8_groups(int mr) { return mr <= 2 ? 2 : 1; }
+#elif CHIMERA_LEVEL == 1 && defined(CHIMERA_AVXVNNI)
+// AVX-VNNI: the VNNI scheme of the AVX-512 path on 256-bit registers. One tile is MR rows x one 16-channel
+// panel (two ymm of 8 channels x 4 k); a group's four panels are done in turn.
+template <int MR>
+static void s8_panel(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, int j0,
+                     const S8Epilogue& ep, S8Prefetch& pf) {
+  const size_t kq = wt.kp / 4;
+  const uint8_t* b = wt.data + g * wt.kp * 64 + j0 * 64;
+  const int8_t* a = q + row0 * stride;
+  const char* pfp = pf.p;
+  const char* const pfe = pf.end;
+  const size_t pfl = pf.lines;
+  __m256i acc[MR][2];
+  CHIMERA_UNROLL
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (size_t k = 0; k < kq; ++k) {
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + k * 256));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + k * 256 + 32));
+    s8_prefetch_step(pfp, pfe, pfl);
+    CHIMERA_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * stride + k * 4, 4);
+      const __m256i av = _mm256_set1_epi32(a4);
+      acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], b0, av);
+      acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], b1, av);
+    }
+  }
+  pf.p = pfp;
+  alignas(32) int32_t tile[MR][16];
+  CHIMERA_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile[r]), acc[r][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile[r] + 8), acc[r][1]);
+  }
+  const size_t c0 = g * 64 + j0 * 16;
+  if (c0 >= wt.n) return;
+  const size_t w = std::min<size_t>(16, wt.n - c0);
+  for (int r = 0; r < MR; ++r) s8_store_row(ep, wt, row0 + r, c0, w, tile[r], 128 * ep.a_sums[row0 + r]);
+}
+template <int MR, int NG>
+static void s8_tile(const PackedS8& wt, const int8_t* q, size_t stride, size_t row0, size_t g, const S8Epilogue& ep,
+                    S8Prefetch& pf) {
+  for (int j = 0; j < 4 * NG; ++j) s8_panel<MR>(wt, q, stride, row0, g + j / 4, j % 4, ep, pf);
+}
+// 6 rows x 2 accumulators + 2 weight vectors + the broadcast: 15 of the 16 ymm registers.
+constexpr int kS8MaxRows = 6;
+constexpr int s8_groups(int) { return 1; }
 #elif CHIMERA_LEVEL == 1
 // AVX2 has no u8 x s8 dot product into int32. vpmaddubsw (u8 x s8 -> saturating int16 pairs) is exact when
 // both operands stay within 7 bits of magnitude: |x| * sign(w, x) keeps each pair <= 2 * 127 * 127 = 32258.
@@ -1169,8 +1217,9 @@ static void decode_attention(const DecodeAttention& a, size_t t0, size_t t1, flo
 // Accumulator chains per probe: more than latency x issue width of any current core (5 cycles x 2 ports for
 // VNNI and FMA), so the loop measures throughput, not latency.
 constexpr int kProbeChains = 12;
-// The AVX2 int8 probe's chains run through vpaddd alone (latency 1); 8 keep the products and their
-// temporaries within the 16 ymm registers.
+// The 256-bit int8 probes keep their chains, operands and temporaries within the 16 ymm registers (with more,
+// GCC moves accumulators through the stack inside the loop); 8 chains still cover vpdpbusd's latency at two
+// per cycle, and the AVX2 sequence's chains run through vpaddd alone.
 constexpr int kProbeChainsAvx2 = 8;
 
 // Runs `iters` iterations of kProbeChains independent chains of the given kind; returns the multiply-adds done
@@ -1211,6 +1260,26 @@ static uint64_t peak_loop(int kind, uint64_t iters, const float* seed) {
     return iters * kProbeChains * 64;
   }
 #endif
+#if CHIMERA_LEVEL == 1 && defined(CHIMERA_AVXVNNI)
+  if (kind == 3) {  // AVX-VNNI: 32 u8 x s8 products summed into 8 int32 per instruction
+    __m256i acc[kProbeChainsAvx2];
+    const __m256i a = _mm256_castps_si256(_mm256_loadu_ps(seed)), b = _mm256_castps_si256(_mm256_loadu_ps(seed + 8));
+    CHIMERA_UNROLL
+    for (int c = 0; c < kProbeChainsAvx2; ++c) acc[c] = _mm256_set1_epi32(c);
+    for (uint64_t i = 0; i < iters; ++i) {
+      CHIMERA_UNROLL
+      for (int c = 0; c < kProbeChainsAvx2; ++c) acc[c] = _mm256_dpbusd_avx_epi32(acc[c], a, b);
+    }
+    __m256i s = _mm256_setzero_si256();
+    CHIMERA_UNROLL
+    for (int c = 0; c < kProbeChainsAvx2; ++c) s = _mm256_add_epi32(s, acc[c]);
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+    volatile int32_t sink = lanes[0];
+    (void)sink;
+    return iters * kProbeChainsAvx2 * 32;
+  }
+#endif
 #if CHIMERA_LEVEL >= 1
   if (kind == 1) {  // the AVX2 int8 sequence of s8_panel: maddubs + madd + add, 32 products per triple
     // Only the add depends on the chain; the products would be loop-invariant and hoisted (the loop would
@@ -1229,6 +1298,7 @@ static uint64_t peak_loop(int kind, uint64_t iters, const float* seed) {
       }
     }
     __m256i s = _mm256_setzero_si256();
+    CHIMERA_UNROLL
     for (int c = 0; c < kProbeChainsAvx2; ++c) s = _mm256_add_epi32(s, acc[c]);
     alignas(32) int32_t lanes[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);

@@ -20,6 +20,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
+    case Isa::AvxVnni: return "avxvnni";
     case Isa::Avx512Vnni: return "avx512vnni";
     case Isa::Amx: return "amx";
   }
@@ -134,6 +135,7 @@ bool isa_supported(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return true;
     case Isa::Avx2: return f.os_avx && f.avx && f.avx2 && f.fma && f.f16c;
+    case Isa::AvxVnni: return isa_supported(Isa::Avx2) && f.avxvnni;  // VEX-encoded: YMM state is enough
     case Isa::Avx512Vnni:
       return isa_supported(Isa::Avx2) && f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq &&
              f.avx512vnni;

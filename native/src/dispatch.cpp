@@ -15,6 +15,7 @@ const KernelTable* table_for(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     case Isa::Amx: return &kernels_amx();
     case Isa::Avx512Vnni: return &kernels_avx512();
+    case Isa::AvxVnni: return &kernels_avxvnni();
     case Isa::Avx2: return &kernels_avx2();
 #endif
     default: return &kernels_scalar();
@@ -55,7 +56,7 @@ const char* init_isa_from_env() {
   if (!env || !*env || std::string(env) == "auto") return "";
   Isa isa;
   if (!isa_from_name(env, &isa)) {
-    error = std::string("CHIMERA_ISA=") + env + " is not a known instruction set; use scalar, avx2, avx512vnni, amx or auto";
+    error = std::string("CHIMERA_ISA=") + env + " is not a known instruction set; use scalar, avx2, avxvnni, avx512vnni, amx or auto";
     return error.c_str();
   }
   if (!set_isa(isa)) {

@@ -29,7 +29,7 @@ export const SERVE_OPTIONS: Opt[] = [
   o('port', 'int', 'port (0: any free port)', { arg: 'N', def: '8080' }),
   o('precision', 'string', 'precision of a model directory (a packed file carries its own)', { arg: 'P', choices: ['fp32', 'fp16', 'int8'] }),
   o('threads', 'int', 'intra-op threads of the translation worker', { arg: 'N' }),
-  o('isa', 'string', 'force a kernel path', { arg: 'ISA', choices: ['scalar', 'avx2', 'avx512vnni', 'amx', 'auto'] }),
+  o('isa', 'string', 'force a kernel path', { arg: 'ISA', choices: ['scalar', 'avx2', 'avxvnni', 'avx512vnni', 'amx', 'auto'] }),
   o('max-queue', 'int', 'requests waiting for admission; one more gets 429', { arg: 'N', def: '1024' }),
   o('cache-mb', 'number', 'in-process sentence cache, MiB (0: off)', { arg: 'MB', def: '32' }),
   o('redis', 'string', 'shared sentence cache in Redis / Valkey (read after the in-process cache)', { arg: 'URL' }),

@@ -6,11 +6,12 @@
 
 namespace chimera {
 
-// Ordered: a higher level implies everything a lower one needs.
-// Amx is Avx512Vnni plus AMX-INT8 tiles for the int8 GEMM at larger row counts; every other kernel is the
-// AVX-512 one.
-enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512Vnni = 2, Amx = 3 };
-constexpr int kIsaCount = 4;
+// Ordered by preference: best_isa() takes the highest one this CPU runs. AvxVnni is the AVX2 build with VEX
+// vpdpbusd in the int8 GEMM (CPUs with AVX-VNNI but no AVX-512); an AVX-512 CPU need not have it, so a level
+// does not imply the ones below it beyond AVX2. Amx is Avx512Vnni plus AMX-INT8 tiles for the int8 GEMM at
+// larger row counts; every other kernel is the AVX-512 one.
+enum class Isa : int { Scalar = 0, Avx2 = 1, AvxVnni = 2, Avx512Vnni = 3, Amx = 4 };
+constexpr int kIsaCount = 5;
 
 const char* isa_name(Isa isa);
 bool isa_from_name(const std::string& name, Isa* out);

@@ -52,13 +52,14 @@ struct KernelTable {
   // rows [r0, r1) of topk_rows (see kernels.h)
   void (*topk_rows)(const float* x, size_t cols, size_t k, bool log_softmax, int32_t* idx, float* val, size_t r0,
                     size_t r1);
-  // iters iterations of independent multiply-add chains of a kind (0 VNNI, 1 AVX2 int8, 2 fp32 FMA); returns
+  // iters iterations of independent multiply-add chains of a kind (0 VNNI, 1 AVX2 int8, 2 fp32 FMA, 3 AVX-VNNI); returns
   // the multiply-adds done, or 0 when this build has no such instructions
   uint64_t (*peak_loop)(int kind, uint64_t iters, const float* seed);
 };
 
 const KernelTable& kernels_scalar();
 const KernelTable& kernels_avx2();
+const KernelTable& kernels_avxvnni();
 const KernelTable& kernels_avx512();
 const KernelTable& kernels_amx();
 const KernelTable& kernels();  // the current table

@@ -122,7 +122,7 @@ struct DecodeAttention {
 void decode_attention(const DecodeAttention& a, size_t rows);
 
 // Multiply-adds per second of one core on independent chains: kind 0 VNNI (AVX-512), 1 AVX2 int8, 2 fp32 FMA
-// (on the best vector ISA). Runs for about `ms`; returns a negative value when this CPU cannot run that kind.
+// (on the best vector ISA), 3 AVX-VNNI (VEX, 256-bit). Runs for about `ms`; returns a negative value when this CPU cannot run that kind.
 double peak_probe(int kind, double ms);
 
 // ---- dispatch
