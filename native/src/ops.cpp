@@ -120,6 +120,7 @@ double peak_probe(int kind, double ms) {
 #if !defined(CHIMERA_SCALAR_ONLY)
   if (kind == 0 && isa_supported(Isa::Avx512Vnni) && isa_compiled(Isa::Avx512Vnni)) t = &kernels_avx512();
   if (kind == 1 && isa_supported(Isa::Avx2) && isa_compiled(Isa::Avx2)) t = &kernels_avx2();
+  if (kind == 3 && isa_supported(Isa::AvxVnni) && isa_compiled(Isa::AvxVnni)) t = &kernels_avxvnni();
   if (kind == 2) {
     if (isa_supported(Isa::Avx512Vnni) && isa_compiled(Isa::Avx512Vnni)) t = &kernels_avx512();
     else if (isa_supported(Isa::Avx2) && isa_compiled(Isa::Avx2)) t = &kernels_avx2();
