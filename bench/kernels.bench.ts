@@ -17,12 +17,37 @@ import { Bench } from 'tinybench';
 import {
   addLayerNorm, getIsa, getThreads, layerNorm, linear, linearInt8, packFp32Weights, packInt8Weights, setThreads,
 } from '../src/index';
+import { native } from '../src/native';
 import { GraphBuilder } from '../src/onnx/writer';
 import { Rng } from './rng';
 
-// Per-core ceilings measured on this machine (shared/REFERENCE.md §1).
-const VNNI_GMACS_PER_CORE = 218;
-const FP32_GFMAS_PER_CORE = 88;
+/** How long each peak probe spins: long enough for the clock to settle, short beside the benchmark. */
+const PROBE_MS = 300;
+
+/** Per-core ceilings of this machine, measured at start-up by the native peak probe (never hard-coded). */
+interface Ceilings {
+  /** the int8 instruction sequence of the ISA in use: 'vnni', 'avxvnni', 'avx2-int8' */
+  int8Kind: string;
+  int8: number;
+  fp32: number;
+}
+
+function int8ProbeKind(isa: string): 'vnni' | 'avxvnni' | 'avx2-int8' | null {
+  if (isa === 'avx512vnni' || isa === 'amx') return 'vnni';
+  if (isa === 'avxvnni') return 'avxvnni';
+  if (isa === 'avx2') return 'avx2-int8';
+  return null;
+}
+
+function measureCeilings(isa: string): Ceilings {
+  const nb = native();
+  const kind = int8ProbeKind(isa);
+  return {
+    int8Kind: kind ?? 'none',
+    int8: kind ? nb.peakProbe(kind, PROBE_MS) : NaN,
+    fp32: isa === 'scalar' ? NaN : nb.peakProbe('fma', PROBE_MS),
+  };
+}
 
 interface Args {
   json: string | null;
@@ -305,8 +330,8 @@ function fmtMs(ms: number): string {
   return ms < 0.1 ? ms.toFixed(4) : ms < 10 ? ms.toFixed(3) : ms.toFixed(1);
 }
 
-function printRow(r: Row, threads: number): void {
-  const ceiling = (r.name === 'linear_fp32' ? FP32_GFMAS_PER_CORE : VNNI_GMACS_PER_CORE) * threads;
+function printRow(r: Row, threads: number, c: Ceilings): void {
+  const ceiling = (r.name === 'linear_fp32' ? c.fp32 : c.int8) * threads;
   const cells = [
     r.name.padEnd(15),
     String(r.m).padStart(4),
@@ -316,7 +341,7 @@ function printRow(r: Row, threads: number): void {
     fmtMs(r.ort_ms).padStart(9),
     r.ratio.toFixed(2).padStart(6),
     (r.gmacs === null ? '-' : r.gmacs.toFixed(1)).padStart(7),
-    (r.gmacs === null ? '-' : `${((100 * r.gmacs) / ceiling).toFixed(1)}%`).padStart(8),
+    (r.gmacs === null || !(ceiling > 0) ? '-' : `${((100 * r.gmacs) / ceiling).toFixed(1)}%`).padStart(8),
   ];
   console.log(cells.join('  '));
 }
@@ -331,7 +356,11 @@ async function main(): Promise<void> {
   console.log(`threads: ${getThreads()} (ORT intraOp ${args.threads}, interOp 1, sequential, graphOptimizationLevel all)`);
   console.log(`isa: ${isa}`);
   console.log(`cpu: ${os.cpus()[0]?.model ?? 'unknown'} (${os.cpus().length} logical CPUs)`);
-  console.log(`ceilings: int8 ${VNNI_GMACS_PER_CORE * args.threads} GMAC/s (VNNI), fp32 ${FP32_GFMAS_PER_CORE * args.threads} GFMA/s; ratio = ort_ms / ours_ms`);
+  const ceilings = measureCeilings(isa);
+  console.log(
+    `ceilings (peak probe, one core x ${args.threads}): int8 ${(ceilings.int8 * args.threads).toFixed(1)} GMAC/s (${ceilings.int8Kind}), ` +
+      `fp32 ${(ceilings.fp32 * args.threads).toFixed(1)} GFMA/s; ratio = ort_ms / ours_ms`,
+  );
   if (args.quick) console.log('quick mode: few iterations, figures are indicative only');
   console.log('');
   console.log(['name'.padEnd(15), '   m', '    k', '     n', '  ours_ms', '   ort_ms', ' ratio', ' GMAC/s', '%ceiling'].join('  '));
@@ -355,7 +384,7 @@ async function main(): Promise<void> {
         gmacs: g.macs ? (m * g.k * g.n) / (t.ours * 1e-3) / 1e9 : null,
       };
       rows.push(row);
-      printRow(row, args.threads);
+      printRow(row, args.threads, ceilings);
     }
     await prepared.release();
   }
@@ -363,7 +392,7 @@ async function main(): Promise<void> {
 
   if (args.json) {
     fs.mkdirSync(path.dirname(path.resolve(args.json)), { recursive: true });
-    fs.writeFileSync(args.json, JSON.stringify({ ort_version: ortVersion, threads: args.threads, isa, rows }, null, 2) + '\n');
+    fs.writeFileSync(args.json, JSON.stringify({ ort_version: ortVersion, threads: args.threads, isa, ceilings, rows }, null, 2) + '\n');
     console.log(`wrote ${args.json}`);
   }
 }
