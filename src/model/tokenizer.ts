@@ -192,13 +192,23 @@ export class MarianTokenizer {
     return new MarianTokenizer(encoder, decoder, vocab, vocab, pieces, special, 'source.spm', vocabFile);
   }
 
+  /** A piece that is only word-boundary marks or spaces ('▁'): no content of its own. */
+  private isBlankPiece(id: number): boolean {
+    const p = this.pieces[id];
+    return p !== undefined && /^[\u2581\s]*$/.test(p);
+  }
+
   /** Source ids for one text, eos appended (Marian's convention). Empty or blank text is E_INPUT. */
   encode(text: string): number[] {
     if (typeof text !== 'string') throw new ChimeraError('E_INPUT', `text must be a string, got ${text === null ? 'null' : typeof text}`);
     const clean = text.trim().replace(/\s+/g, ' ');
-    if (clean === '') throw new ChimeraError('E_INPUT', 'text is empty');
+    if (clean === '') throw new ChimeraError('E_INPUT', 'text is empty', { reason: 'empty' });
     const enc = this.encoder.encode(clean, { add_special_tokens: false });
     const ids = this.pieceIds ? enc.tokens.map((t) => this.pieceIds!.get(t) ?? this.unkId) : enc.ids;
+    // Text that encodes to nothing the model knows (zero-width spaces only, lone surrogates, emoji the
+    // vocabulary lacks) would make the model hallucinate a translation of nothing: refuse it like empty text.
+    if (ids.every((id) => id === this.unkId || id === this.eosId || id === this.padId || this.isBlankPiece(id)))
+      throw new ChimeraError('E_INPUT', `text has nothing translatable (it encodes to ${ids.length === 0 ? 'no tokens' : 'unknown tokens only'})`, { reason: 'empty' });
     ids.push(this.eosId);
     return ids;
   }
@@ -209,7 +219,7 @@ export class MarianTokenizer {
       try {
         return this.encode(t);
       } catch (e) {
-        if (e instanceof ChimeraError) throw new ChimeraError(e.code, `texts[${i}]: ${e.message}`);
+        if (e instanceof ChimeraError) throw new ChimeraError(e.code, `texts[${i}]: ${e.message}`, e.reason ? { reason: e.reason } : undefined);
         throw e;
       }
     });
