@@ -109,20 +109,65 @@ export function argmax(a: Float32Array, off: number, n: number): number {
   return best;
 }
 
-function sampleToken(a: Float32Array, off: number, n: number, o: SearchOptions, rnd: () => number): number {
-  const t = o.temperature ?? 1;
+/**
+ * The k best indices of a row, best first (ties: lower index first), in one pass: a token must beat the current
+ * k-th best to be inserted, so most cost one comparison.
+ */
+function topIndices(a: Float32Array, off: number, n: number, k: number): number[] {
   const idx: number[] = [];
-  for (let i = 0; i < n; i++) if (a[off + i] > -Infinity) idx.push(i);
-  idx.sort((x, y) => a[off + y] - a[off + x] || x - y);
-  let cand = o.topK && o.topK > 0 ? idx.slice(0, o.topK) : idx;
+  for (let i = 0; i < n; i++) {
+    const v = a[off + i];
+    if (!(v > -Infinity)) continue;
+    if (idx.length === k && !(v > a[off + idx[k - 1]])) continue;
+    let p = idx.length < k ? idx.length : k - 1;
+    if (idx.length < k) idx.push(i);
+    while (p > 0 && a[off + idx[p - 1]] < v) {
+      idx[p] = idx[p - 1];
+      p--;
+    }
+    idx[p] = i;
+  }
+  return idx;
+}
+
+/**
+ * Draws a token from softmax(logits / temperature), restricted to the top-k and then to the top-p nucleus when
+ * asked. Plain sampling needs no ordering and is one pass over the row; top-k selects in one pass; only top-p
+ * without top-k sorts the row.
+ */
+export function sampleToken(a: Float32Array, off: number, n: number, o: SearchOptions, rnd: () => number): number {
+  const t = o.temperature ?? 1;
+  const k = o.topK && o.topK > 0 ? Math.min(o.topK, n) : 0;
+  const nucleus = o.topP !== undefined && o.topP < 1;
+  if (k === 0 && !nucleus) {
+    let mx = -Infinity, last = 0;
+    for (let i = 0; i < n; i++) if (a[off + i] > mx) mx = a[off + i];
+    let total = 0;
+    for (let i = 0; i < n; i++) if (a[off + i] > -Infinity) total += Math.exp((a[off + i] - mx) / t);
+    let r = rnd() * total;
+    for (let i = 0; i < n; i++) {
+      if (!(a[off + i] > -Infinity)) continue;
+      last = i;
+      r -= Math.exp((a[off + i] - mx) / t);
+      if (r <= 0) return i;
+    }
+    return last;
+  }
+  let cand: number[];
+  if (k > 0) cand = topIndices(a, off, n, k);
+  else {
+    cand = [];
+    for (let i = 0; i < n; i++) if (a[off + i] > -Infinity) cand.push(i);
+    cand.sort((x, y) => a[off + y] - a[off + x] || x - y);
+  }
   const mx = a[off + cand[0]];
   let probs = cand.map((i) => Math.exp((a[off + i] - mx) / t));
   let total = probs.reduce((s, p) => s + p, 0);
-  if (o.topP !== undefined && o.topP < 1) {
+  if (nucleus) {
     let acc = 0, cut = cand.length;
     for (let i = 0; i < cand.length; i++) {
       acc += probs[i] / total;
-      if (acc >= o.topP) { cut = i + 1; break; }
+      if (acc >= o.topP!) { cut = i + 1; break; }
     }
     cand = cand.slice(0, cut);
     probs = probs.slice(0, cut);
