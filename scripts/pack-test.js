@@ -67,6 +67,7 @@ const files = packed.files.map((f) => f.path);
 const must = [
   'package.json',
   'README.md',
+  'LICENSE',
   prebuildRel,
   'dist/index.js',
   'dist/index.mjs',
@@ -82,6 +83,14 @@ const must = [
 ];
 const missing = must.filter((f) => !files.includes(f));
 if (missing.length > 0) fail(`the tarball lacks ${missing.join(', ')}`);
+// Source maps must not point at sources the package does not ship: they carry the sources inline.
+{
+  const mapFile = path.join(root, 'dist', 'index.js.map');
+  if (fs.existsSync(mapFile)) {
+    const map = JSON.parse(fs.readFileSync(mapFile, 'utf8'));
+    if (!Array.isArray(map.sourcesContent) || map.sourcesContent.length !== map.sources.length) fail('dist/index.js.map has no inline sources (tsconfig inlineSources)');
+  }
+}
 const forbidden = [
   [/^test\//, 'tests'],
   [/\.test\.[cm]?[jt]s$/, 'test files'],

@@ -5,7 +5,6 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const dist = path.resolve(__dirname, '..', 'dist');
-process.env.CHIMERA_SKIP_NATIVE_CHECK = '1';
 const names = Object.keys(require(path.join(dist, 'index.js'))).filter((n) => n !== 'default' && n !== '__esModule');
 const body = [
   "import cjs from './index.js';",
