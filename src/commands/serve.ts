@@ -40,6 +40,14 @@ export const SERVE_OPTIONS: Opt[] = [
   o('api-keys', 'string', 'file of API keys, one per line: every route but /health, /ready, /languages needs one', { arg: 'FILE' }),
   o('source-lang', 'string', 'source language code (default: the model config, or its name ...-SRC-TGT)', { arg: 'CODE' }),
   o('target-lang', 'string', 'target language code', { arg: 'CODE' }),
+  o('quality-min-score', 'number', 'turn the live quality guard on: the window score (served vs the fp32 control) below which it acts', { arg: 'X' }),
+  o('quality-action', 'string', 'what the guard does below the score', { arg: 'A', def: 'alert', choices: ['alert', 'escalate'] }),
+  o('quality-metric', 'string', 'the guard\'s metric, against the control\'s output', { arg: 'M', def: 'bleu', choices: ['bleu', 'chrf'] }),
+  o('quality-sample-rate', 'number', 'share of served sentences the control translates again', { arg: 'R', def: '0.02' }),
+  o('quality-window', 'int', 'sentences in the guard\'s sliding window', { arg: 'N', def: '500' }),
+  o('quality-recover-score', 'number', 'step back down a rung after a full window at or above this', { arg: 'X' }),
+  o('quality-cooldown-s', 'number', 'no tier change within this long of the last', { arg: 'S', def: '60' }),
+  o('quality-control-precision', 'string', 'the control model\'s precision', { arg: 'P', def: 'fp32', choices: ['fp32', 'fp16', 'int8'] }),
   o('log-level', 'string', 'pino log level', { arg: 'L', def: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
   o('help', 'boolean', 'this text'),
 ];
@@ -99,6 +107,14 @@ export interface ServeConfig {
   sourceLang?: string;
   targetLang?: string;
   logLevel: string;
+  qualityMinScore?: number;
+  qualityAction: 'alert' | 'escalate';
+  qualityMetric: 'bleu' | 'chrf';
+  qualitySampleRate: number;
+  qualityWindow: number;
+  qualityRecoverScore?: number;
+  qualityCooldownS: number;
+  qualityControlPrecision: 'fp32' | 'fp16' | 'int8';
   help: boolean;
 }
 
@@ -183,6 +199,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
     sourceLang: cfg.sourceLang,
     targetLang: cfg.targetLang,
     logger: { level: cfg.logLevel },
+    ...(cfg.qualityMinScore !== undefined
+      ? {
+        qualityGuard: {
+          minScore: cfg.qualityMinScore, action: cfg.qualityAction, metric: cfg.qualityMetric, sampleRate: cfg.qualitySampleRate,
+          window: cfg.qualityWindow, cooldownMs: cfg.qualityCooldownS * 1000, controlPrecision: cfg.qualityControlPrecision,
+          ...(cfg.qualityRecoverScore !== undefined ? { recoverScore: cfg.qualityRecoverScore } : {}),
+        },
+      }
+      : {}),
   });
   let stopping: Promise<void> | null = null;
   const stop = (signal: string) => {

@@ -35,6 +35,8 @@ export interface ServerOptions {
   shutdownTimeoutS?: number;
   /** Collect prom-client's process default metrics into this server's registry. Default true. */
   defaultMetrics?: boolean;
+  /** The live quality guard of the server-owned Translator (see Translator's qualityGuard); off when unset. */
+  qualityGuard?: import('../translator').QualityGuardOptions;
 }
 
 export const DEFAULT_MAX_TEXT_BYTES = 65536;

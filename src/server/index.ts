@@ -66,6 +66,7 @@ export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions
       ...(opts.maxQueue !== undefined ? { maxQueue: opts.maxQueue } : {}),
       ...(opts.cacheMb !== undefined ? { cacheBytes: Math.round(opts.cacheMb * 1048576) } : {}),
       ...(ctx.redis ? { cacheTiers: [ctx.redis] } : {}),
+      ...(opts.qualityGuard ? { qualityGuard: opts.qualityGuard } : {}),
     };
     const { Translator } = await import('../translator');
     const t0 = performance.now();
@@ -83,6 +84,10 @@ export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions
   ctx.sourceLang = pair.source;
   ctx.targetLang = pair.target;
   ctx.metrics.attach();
+  // the quality guard's structured events, in the server's log
+  ctx.translator?.on?.('tierChange', (e: unknown) => app.log.warn(e as object, 'precision tier changed by the quality guard'));
+  ctx.translator?.on?.('qualityAlert', (e: unknown) => app.log.warn(e as object, 'translation quality below the guard threshold'));
+  ctx.translator?.on?.('qualityError', (e: unknown) => app.log.error(e as object, 'quality guard tier change failed'));
 
   app.addSchema(errorSchema);
 

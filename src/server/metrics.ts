@@ -49,8 +49,34 @@ export class ServerMetrics {
     new Gauge({ name: 'chimera_slots_total', help: 'Decoder slots available', registers, collect() { this.set(stats()?.slotsTotal ?? 0); } });
     new Gauge({ name: 'chimera_inflight_requests', help: 'HTTP translation requests in flight', registers, collect() { this.set(ctx.inflight); } });
     new Gauge({ name: 'chimera_ready', help: '1 when the model is loaded and the server is not draining', registers, collect() { this.set(ctx.translator && !ctx.draining && !ctx.closed ? 1 : 0); } });
+    // the live quality guard (present only when the Translator has one)
+    const quality = () => (stats() as { quality?: { metric: string; score: number | null; tier: string } | null } | undefined)?.quality ?? null;
+    new Gauge({
+      name: 'chimera_quality_score', help: 'Quality guard: the sliding window score of served output against the control (absent until the window fills)',
+      labelNames: ['metric'], registers,
+      collect() {
+        this.reset();
+        const q = quality();
+        if (q && q.score !== null) this.set({ metric: q.metric }, q.score);
+      },
+    });
+    new Gauge({
+      name: 'chimera_precision_tier', help: 'Quality guard: 1 for the precision rung being served, 0 for the others', labelNames: ['tier'], registers,
+      collect() {
+        this.reset();
+        const q = quality();
+        if (q) for (const t of ['int8', 'int8+fp16', 'fp16', 'fp32']) this.set({ tier: t }, t === q.tier ? 1 : 0);
+      },
+    });
+    this.qualitySamples = new Counter({ name: 'chimera_quality_samples_total', help: 'Quality guard: served sentences scored against the control', registers });
+    this.qualityDropped = new Counter({ name: 'chimera_quality_shadow_dropped_total', help: 'Quality guard: shadow samples dropped under load', registers });
+    this.tierChanges = new Counter({ name: 'chimera_tier_changes_total', help: 'Quality guard: precision tier changes', registers });
     if (defaults) collectDefaultMetrics({ register: r, prefix: 'chimera_' });
   }
+
+  private readonly qualitySamples: Counter;
+  private readonly qualityDropped: Counter;
+  private readonly tierChanges: Counter;
 
   /** Starts listening to the Translator's 'steps' event (when it has one). */
   attach(): void {
@@ -82,6 +108,12 @@ export class ServerMetrics {
     const s = this.stats();
     if (!s) return;
     this.advance(this.tokens, 'tokens', s.tokensGenerated ?? 0);
+    const q = (s as { quality?: { samples: number; shadowDropped: number; changes: unknown[] } | null }).quality;
+    if (q) {
+      this.advance(this.qualitySamples, 'quality:samples', q.samples);
+      this.advance(this.qualityDropped, 'quality:dropped', q.shadowDropped);
+      this.advance(this.tierChanges, 'quality:changes', q.changes.length);
+    }
     if (s.cache) {
       this.advance(this.cacheHits, 'hits:memory', s.cache.hits ?? 0, { tier: 'memory' });
       this.advance(this.cacheMisses, 'misses:memory', s.cache.misses ?? 0, { tier: 'memory' });

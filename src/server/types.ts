@@ -26,6 +26,7 @@ export interface TranslatorLoadOptions extends MarianLoadOptions {
   cacheBytes?: number;
   cacheTiers?: SentenceCacheTier[];
   splitSentences?: boolean;
+  qualityGuard?: import('../translator').QualityGuardOptions;
 }
 
 export interface ServerTranslateOptions {
@@ -99,5 +100,7 @@ export interface TranslatorLike {
   close(): Promise<void>;
   stats?(): TranslatorStats;
   on?(event: 'steps', fn: (records: StepRecord[]) => void): unknown;
+  /** The quality guard's structured events: 'tierChange', 'qualityAlert', 'qualityError'. */
+  on?(event: 'tierChange' | 'qualityAlert' | 'qualityError', fn: (e: unknown) => void): unknown;
   off?(event: 'steps', fn: (records: StepRecord[]) => void): unknown;
 }
