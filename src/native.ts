@@ -75,6 +75,8 @@ export interface NativeBinding {
   ): void;
   /** Multiply-adds per second / 1e9 of one core on independent chains of the given kind. */
   peakProbe(kind: 'vnni' | 'avx2-int8' | 'fma' | 'avxvnni', ms: number): number;
+  /** The calling thread's nice value (Linux: per thread; threads it starts inherit it). False where unsupported. */
+  setThreadNice(nice: number): boolean;
   allocArena(bytes: number): ArrayBuffer;
   mapFile(path: string): ArrayBuffer | null;
   toHalf(src: Float32Array, dst: Uint16Array): void;

@@ -1105,6 +1105,14 @@ Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, rate / 1e9);
 }
 
+// setThreadNice(nice): the calling thread's scheduling priority (and that of the pool threads it starts later).
+Napi::Value SetThreadNice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double n = num(info, 0);
+  if (!(n >= -20 && n <= 19 && n == static_cast<int>(n))) throw_code(env, "E_RANGE", "nice must be an integer in -20..19");
+  return Napi::Boolean::New(env, set_thread_nice(static_cast<int>(n)));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #if defined(__GLIBC__)
   // Fix glibc's mmap threshold at its default (128 KiB) instead of letting it rise after the first large free
@@ -1157,6 +1165,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("topkRows", Napi::Function::New(env, guarded<TopkRows>));
   exports.Set("decodeAttention", Napi::Function::New(env, guarded<DecodeAttentionFn>));
   exports.Set("peakProbe", Napi::Function::New(env, guarded<PeakProbe>));
+  exports.Set("setThreadNice", Napi::Function::New(env, guarded<SetThreadNice>));
   return exports;
 }
 

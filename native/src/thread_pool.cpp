@@ -10,6 +10,12 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define CHIMERA_PAUSE() _mm_pause()
@@ -210,6 +216,17 @@ void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_
     return;
   }
   pool().run(n, grain, fn);
+}
+
+bool set_thread_nice(int nice) {
+#if defined(__linux__)
+  // Linux applies PRIO_PROCESS with a thread id to that thread alone (nice is a per-thread attribute there).
+  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+  return setpriority(PRIO_PROCESS, tid, std::clamp(nice, -20, 19)) == 0;
+#else
+  (void)nice;
+  return false;
+#endif
 }
 
 }  // namespace chimera

@@ -34,4 +34,10 @@ class PoolScope {
   void* prev_;
 };
 
+// Lowers (or raises) the scheduling priority of the calling thread to `nice` (-20..19); threads it creates later,
+// such as its pool's workers, inherit it. Background work (the quality guard's control model) runs at 19, so
+// under contention it takes what the serving threads leave. Returns false where per-thread priority is not
+// available (not Linux) or the OS refused.
+bool set_thread_nice(int nice);
+
 }  // namespace chimera
