@@ -18,7 +18,9 @@
  * - an open loop (Poisson arrivals) at 50 % of the saturated rate: TTFT p50/p95/p99;
  * - onnxruntime one request at a time: sentences/s (the same at any concurrency; waiting adds to TTFT only);
  * - a cache hit's latency p50/p99 (a Translator with its cache on, 2,000 calls);
- * - two 1-thread Translators side by side against one alone (the per-engine thread budget).
+ * - two 1-thread Translators side by side against one alone (the per-engine thread budget);
+ * - the quality guard's cost (issue 15): closed loop at concurrency 32 with the guard off, at sampleRate 0.02 and at
+ *   0.1 (fp32 control), rounds interleaved, medians: sentences/s and TTFT p95 (--no-guard skips it).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -224,6 +226,29 @@ async function main(): Promise<void> {
   const side = { alone_sentences_per_s: one.sentences_per_s, pair_sentences_per_s: a.sentences_per_s + b.sentences_per_s, speedup: (a.sentences_per_s + b.sentences_per_s) / one.sentences_per_s };
   console.log(`\ntwo 1-thread Translators side by side (concurrency ${sideC} each): ${side.pair_sentences_per_s.toFixed(1)} sentences/s vs ${side.alone_sentences_per_s.toFixed(1)} alone: ${side.speedup.toFixed(2)}x`);
 
+  let guard: { sample_rate: number; sentences_per_s: number; ttft_p95_ms: number; loss_pct: number; shadow_samples: number; shadow_dropped: number }[] | null = null;
+  if (!process.argv.includes('--no-guard')) {
+    const rates = [0, 0.02, 0.1];
+    const ts = await Promise.all(rates.map((r) => Translator.load(dir, {
+      precision: 'int8', threads: THREADS, cacheBytes: 0,
+      ...(r > 0 ? { qualityGuard: { sampleRate: r, minScore: 0, action: 'alert' as const, window: 100 } } : {}),
+    })));
+    const runs: Level[][] = rates.map(() => []);
+    for (let round = 0; round < (quick ? 1 : 2); round++)
+      for (let i = 0; i < rates.length; i++) runs[i].push(await closedLoop(ts[i], work, 32, SECONDS, 101 * round + i));
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    const base = med(runs[0].map((l) => l.sentences_per_s));
+    guard = rates.map((r, i) => {
+      const q = ts[i].stats().quality;
+      const sps = med(runs[i].map((l) => l.sentences_per_s));
+      return { sample_rate: r, sentences_per_s: sps, ttft_p95_ms: med(runs[i].map((l) => l.ttft_p95_ms)), loss_pct: 100 * (1 - sps / base), shadow_samples: q?.samples ?? 0, shadow_dropped: q?.shadowDropped ?? 0 };
+    });
+    await Promise.all(ts.map((t) => t.close()));
+    console.log('\nquality guard cost (closed loop, concurrency 32, fp32 control)');
+    for (const g of guard)
+      console.log(`  sampleRate ${String(g.sample_rate).padEnd(5)} ${g.sentences_per_s.toFixed(1)} sentences/s  TTFT p95 ${g.ttft_p95_ms.toFixed(1)} ms  loss ${g.loss_pct.toFixed(1)} %  (scored ${g.shadow_samples}, dropped ${g.shadow_dropped})`);
+  }
+
   console.log(`\nonnxruntime int8, one request at a time, ${THREADS} threads (${ORT_SENTENCES} sentences)...`);
   const ort = await ortBaseline(dir, work);
   if (ort) console.log(`  ${ort.sentences_per_s.toFixed(1)} sentences/s, ${ort.tokens_per_s.toFixed(0)} tokens/s, TTFT p50 ${ort.ttft_p50_ms.toFixed(1)} ms`);
@@ -237,7 +262,7 @@ async function main(): Promise<void> {
 
   if (jsonOut) {
     fs.mkdirSync(path.dirname(path.resolve(jsonOut)), { recursive: true });
-    fs.writeFileSync(jsonOut, JSON.stringify({ threads: THREADS, sentences: work.length, mean_target_tokens: meanLen, closed_loop: levels, open_loop: open, ort, cache_hit: cache, side_by_side: side }, null, 2));
+    fs.writeFileSync(jsonOut, JSON.stringify({ threads: THREADS, sentences: work.length, mean_target_tokens: meanLen, closed_loop: levels, open_loop: open, ort, cache_hit: cache, side_by_side: side, quality_guard: guard }, null, 2));
     console.log(`\nwrote ${jsonOut}`);
   }
 }
