@@ -41,6 +41,17 @@ export interface MarianConfig {
 
 type Json = Record<string, unknown>;
 
+/** A value for an error message: JSON, cut short; never throws (deep nesting overflows JSON.stringify). */
+function show(v: unknown): string {
+  try {
+    const j = JSON.stringify(v);
+    if (j === undefined) return String(v);
+    return j.length > 80 ? `${j.slice(0, 80)}...` : j;
+  } catch {
+    return Array.isArray(v) ? 'a deeply nested array' : typeof v;
+  }
+}
+
 /**
  * Sane upper bounds on a config, checked before anything is allocated: a hostile or corrupt config.json (or
  * packed header) must fail at once with E_MODEL, not allocate gigabytes first. Real Marian models sit far
@@ -114,24 +125,24 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
       if (fallback !== undefined) return fallback;
       bad(key, 'is missing');
     }
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) bad(key, `must be a positive integer, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) bad(key, `must be a positive integer, got ${show(value)}`);
     if ((value as number) > cap) bad(key, `= ${value} is above the limit ${cap} this engine accepts`);
     return value as number;
   };
   const bool = (key: string, fallback: boolean): boolean => {
     const v = cfg[key];
     if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'boolean') bad(key, `must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') bad(key, `must be true or false, got ${show(v)}`);
     return v as boolean;
   };
   const must = (key: string, expected: boolean, fallback: boolean, why: string): void => {
     if (bool(key, fallback) !== expected) bad(key, `= ${!expected} is not supported (${why})`);
   };
 
-  if (cfg.model_type !== 'marian') bad('model_type', `must be "marian", got ${JSON.stringify(cfg.model_type)}`);
+  if (cfg.model_type !== 'marian') bad('model_type', `must be "marian", got ${show(cfg.model_type)}`);
   const arch = cfg.architectures;
   if (arch !== undefined && !(Array.isArray(arch) && arch.includes('MarianMTModel')))
-    bad('architectures', `must include "MarianMTModel", got ${JSON.stringify(arch)}`);
+    bad('architectures', `must include "MarianMTModel", got ${show(arch)}`);
   if (cfg.is_encoder_decoder === false) bad('is_encoder_decoder', '= false is not supported (only the encoder-decoder MarianMTModel is)');
 
   // Options that change the computation and that this engine does not implement.
@@ -143,11 +154,11 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
   must('layernorm_embedding', false, false, 'no embedding layer norm is implemented');
   must('share_encoder_decoder_embeddings', true, true, 'separate source and target vocabularies are not supported yet');
   must('tie_word_embeddings', true, true, 'the LM head must be the shared embedding');
-  if (cfg.layer_norm_eps !== undefined && cfg.layer_norm_eps !== 1e-5) bad('layer_norm_eps', `= ${JSON.stringify(cfg.layer_norm_eps)} is not supported (Marian uses 1e-5)`);
+  if (cfg.layer_norm_eps !== undefined && cfg.layer_norm_eps !== 1e-5) bad('layer_norm_eps', `= ${show(cfg.layer_norm_eps)} is not supported (Marian uses 1e-5)`);
 
   const vocabSize = posInt('vocab_size', undefined, undefined, CONFIG_CAPS.vocabSize);
   if (cfg.decoder_vocab_size !== undefined && cfg.decoder_vocab_size !== null && cfg.decoder_vocab_size !== vocabSize)
-    bad('decoder_vocab_size', `= ${JSON.stringify(cfg.decoder_vocab_size)} differs from vocab_size ${vocabSize} (separate vocabularies are not supported yet)`);
+    bad('decoder_vocab_size', `= ${show(cfg.decoder_vocab_size)} differs from vocab_size ${vocabSize} (separate vocabularies are not supported yet)`);
   const dModel = posInt('d_model', undefined, undefined, CONFIG_CAPS.dModel);
   if (dModel % 2 !== 0) bad('d_model', `= ${dModel} must be even (the sinusoidal positions need sin and cos halves)`);
   if (vocabSize * dModel > CONFIG_CAPS.embedFloats) bad('vocab_size', `x d_model = ${vocabSize * dModel} is above the limit ${CONFIG_CAPS.embedFloats}`);
@@ -160,11 +171,11 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
 
   const activation = cfg.activation_function ?? 'gelu';
   if (typeof activation !== 'string' || !(ACTIVATIONS as readonly string[]).includes(activation))
-    bad('activation_function', `${JSON.stringify(activation)} is not supported (supported: ${ACTIVATIONS.join(', ')})`);
+    bad('activation_function', `${show(activation)} is not supported (supported: ${ACTIVATIONS.join(', ')})`);
 
   const tokenId = (key: string, value: unknown): number => {
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value >= vocabSize)
-      bad(key, `must be a token id in [0, ${vocabSize}), got ${JSON.stringify(value)}`);
+      bad(key, `must be a token id in [0, ${vocabSize}), got ${show(value)}`);
     return value as number;
   };
   const padId = tokenId('pad_token_id', genOr('pad_token_id'));
@@ -178,7 +189,7 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
   let badWordsIds: number[][] = [[padId]];
   if (badRaw !== undefined && badRaw !== null) {
     if (!Array.isArray(badRaw) || !badRaw.every((s) => Array.isArray(s) && s.length > 0))
-      bad('bad_words_ids', `must be a list of non-empty id lists, got ${JSON.stringify(badRaw)}`);
+      bad('bad_words_ids', `must be a list of non-empty id lists, got ${show(badRaw)}`);
     badWordsIds = (badRaw as unknown[][]).map((s) => s.map((t) => tokenId('bad_words_ids', t)));
   }
 
@@ -225,7 +236,7 @@ export function validateMarianConfig(c: unknown, where: string): MarianConfig {
   const o = c as Json;
   const int = (k: string, lo: number, hi: number): number => {
     const v = o[k];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo || v > hi) bad(k, `must be an integer in ${lo}..${hi}, got ${JSON.stringify(v) ?? String(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo || v > hi) bad(k, `must be an integer in ${lo}..${hi}, got ${show(v)}`);
     return v as number;
   };
   const vocabSize = int('vocabSize', 1, CONFIG_CAPS.vocabSize);

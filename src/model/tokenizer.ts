@@ -46,7 +46,28 @@ function specialName(cfg: Json, key: string, fallback: string): string {
   return fallback;
 }
 
+/** Most ids a vocabulary may have (CONFIG_CAPS.vocabSize): a larger id is a corrupt or hostile file. */
+const MAX_VOCAB = 2 ** 22;
+
 function buildTokenizer(json: Json, config: Json, file: string): Tokenizer {
+  // Ids are checked before the library sees them: it would build arrays up to the largest id (a hang or an
+  // out-of-memory abort for an id of 1e9).
+  const added = json.added_tokens;
+  if (added !== undefined && added !== null) {
+    if (!Array.isArray(added) || added.length > MAX_VOCAB) throw modelError(file, 'added_tokens must be a list');
+    for (const t of added)
+      if (t === null || typeof t !== 'object' || !Number.isSafeInteger((t as Json).id) || ((t as Json).id as number) < 0 || ((t as Json).id as number) >= MAX_VOCAB || typeof (t as Json).content !== 'string')
+        throw modelError(file, 'added_tokens entries need an integer id in the vocabulary range and a string content');
+  }
+  const model = json.model as Json | undefined;
+  if (model && typeof model === 'object') {
+    const v = model.vocab;
+    if (Array.isArray(v) ? v.length > MAX_VOCAB : v && typeof v === 'object' && Object.keys(v).length > MAX_VOCAB) throw modelError(file, 'the vocabulary is too large');
+    if (v && typeof v === 'object' && !Array.isArray(v))
+      for (const id of Object.values(v)) if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= MAX_VOCAB) throw modelError(file, `vocabulary id ${String(id).slice(0, 40)} is out of range`);
+    if (model.unk_id !== undefined && model.unk_id !== null && !(Number.isSafeInteger(model.unk_id) && (model.unk_id as number) >= 0 && (model.unk_id as number) < MAX_VOCAB))
+      throw modelError(file, 'model.unk_id is out of range');
+  }
   try {
     return new Tokenizer(json, config);
   } catch (e) {
@@ -116,6 +137,17 @@ export class MarianTokenizer {
    * them): names as in the directory, e.g. `tokenizer.json`, `tokenizer_config.json`.
    */
   static fromFiles(files: Map<string, Uint8Array>, dir: string): MarianTokenizer {
+    // A malformed file may make the tokenizer library itself throw (a TypeError, a stack overflow on deep
+    // nesting): that is a bad model file, E_MODEL, like every other problem found here.
+    try {
+      return MarianTokenizer.fromFilesUnguarded(files, dir);
+    } catch (e) {
+      if (e instanceof ChimeraError) throw e;
+      throw modelError(dir, `the tokenizer files cannot be used (${String((e as Error)?.message ?? e).slice(0, 200)})`, e);
+    }
+  }
+
+  private static fromFilesUnguarded(files: Map<string, Uint8Array>, dir: string): MarianTokenizer {
     const json = (name: string): Json => {
       const where = path.join(dir, name);
       let v: unknown;
@@ -152,7 +184,10 @@ export class MarianTokenizer {
     const tok = buildTokenizer(json, config, file);
     const vocab = tok.get_vocab(true);
     const pieces: (string | undefined)[] = [];
-    for (const [piece, id] of vocab) pieces[id] = piece;
+    for (const [piece, id] of vocab) {
+      if (!Number.isSafeInteger(id) || id < 0 || id >= MAX_VOCAB) throw modelError(file, `vocabulary id ${String(id).slice(0, 40)} is out of range`);
+      pieces[id] = piece;
+    }
     return new MarianTokenizer(tok, tok, null, vocab, pieces, special, 'tokenizer.json', file);
   }
 
@@ -203,7 +238,7 @@ export class MarianTokenizer {
     if (typeof text !== 'string') throw new ChimeraError('E_INPUT', `text must be a string, got ${text === null ? 'null' : typeof text}`);
     const clean = text.trim().replace(/\s+/g, ' ');
     if (clean === '') throw new ChimeraError('E_INPUT', 'text is empty', { reason: 'empty' });
-    const enc = this.encoder.encode(clean, { add_special_tokens: false });
+    const enc = this.library(() => this.encoder.encode(clean, { add_special_tokens: false }));
     const ids = this.pieceIds ? enc.tokens.map((t) => this.pieceIds!.get(t) ?? this.unkId) : enc.ids;
     // Text that encodes to nothing the model knows (zero-width spaces only, lone surrogates, emoji the
     // vocabulary lacks) would make the model hallucinate a translation of nothing: refuse it like empty text.
@@ -235,7 +270,17 @@ export class MarianTokenizer {
     const skip = opts.skipSpecialTokens ?? true;
     const kept = skip ? list.filter((id) => id !== this.eosId && id !== this.padId && id !== this.unkId) : list;
     if (kept.length === 0) return '';
-    return this.decoder.decode(kept, { skip_special_tokens: skip, clean_up_tokenization_spaces: false });
+    return this.library(() => this.decoder.decode(kept, { skip_special_tokens: skip, clean_up_tokenization_spaces: false }));
+  }
+
+  /** Runs a call into the tokenizer library: what it throws on a malformed tokenizer file is E_MODEL. */
+  private library<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof ChimeraError) throw e;
+      throw modelError(this.source, `the tokenizer failed (${String((e as Error)?.message ?? e).slice(0, 200)})`, e);
+    }
   }
 
   idToToken(id: number): string | undefined {
