@@ -9,7 +9,7 @@
  *   const session = await InferenceSession.create(g.toBytes());
  */
 
-export type ElemType = 'float32' | 'uint8' | 'int8' | 'int32' | 'int64';
+export type ElemType = 'float32' | 'uint8' | 'int8' | 'int32' | 'int64' | 'bool';
 /** A dimension: a fixed size, or a symbolic name such as 'batch'. */
 export type Dim = number | string;
 export type TensorData = Float32Array | Uint8Array | Int8Array | Int32Array | BigInt64Array;
@@ -24,14 +24,17 @@ export type AttrValue =
   | number[]
   | { float: number }
   | { ints: number[] }
-  | { floats: number[] };
+  | { floats: number[] }
+  /** A subgraph (GRAPH), e.g. the branches of If; see GraphBuilder's `parent` option. */
+  | { graph: GraphBuilder };
 
 // onnx.TensorProto.DataType
-const DATA_TYPE: Record<ElemType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7 };
+const DATA_TYPE: Record<ElemType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9 };
 // onnx.AttributeProto.AttributeType
 const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
 const ATTR_STRING = 3;
+const ATTR_GRAPH = 5;
 const ATTR_FLOATS = 6;
 const ATTR_INTS = 7;
 
@@ -44,7 +47,7 @@ const WIRE_FIXED32 = 5;
  * fields (tensor data) and nested messages are kept by reference, so a model of hundreds of MB is copied once,
  * by finish(), instead of once per nesting level.
  */
-class ProtoWriter {
+export class ProtoWriter {
   private buf = new Uint8Array(64);
   private len = 0;
   private readonly parts: Uint8Array[] = [];
@@ -214,6 +217,7 @@ function attribute(name: string, value: AttrValue): ProtoWriter {
   }
   if (Array.isArray(value)) value = { ints: value };
   if ('float' in value) return a.float(2, value.float).int(20, ATTR_FLOAT);
+  if ('graph' in value) return a.message(6, value.graph.graphProto()).int(20, ATTR_GRAPH);
   if ('ints' in value) {
     for (const v of value.ints) {
       if (!Number.isInteger(v)) throw new TypeError(`attribute ${name}: ints must be integers`);
@@ -233,6 +237,13 @@ export interface GraphOptions {
   msOpset?: number;
   /** ModelProto.producer_name. */
   producer?: string;
+  /**
+   * Makes this a subgraph (an If branch) of `parent`: its initializers are stored once in the parent (the first
+   * of a name wins), where the branch reads them from the outer scope, as Optimum's merged decoder does.
+   */
+  parent?: GraphBuilder;
+  /** Prefix of the generated node names (they must be unique across a model and its subgraphs). */
+  nodePrefix?: string;
 }
 
 export class GraphBuilder {
@@ -241,10 +252,16 @@ export class GraphBuilder {
   private readonly initializers: ProtoWriter[] = [];
   private readonly nodes: ProtoWriter[] = [];
   private readonly domains = new Set<string>();
-  private readonly opts: Required<GraphOptions>;
+  private readonly initializerNames = new Set<string>();
+  private readonly opts: Required<Omit<GraphOptions, 'parent'>>;
+  private readonly parent: GraphBuilder | null;
 
   constructor(opts: GraphOptions = {}) {
-    this.opts = { name: opts.name ?? 'graph', opset: opts.opset ?? 17, msOpset: opts.msOpset ?? 1, producer: opts.producer ?? 'chimera' };
+    this.opts = {
+      name: opts.name ?? 'graph', opset: opts.opset ?? 17, msOpset: opts.msOpset ?? 1, producer: opts.producer ?? 'chimera',
+      nodePrefix: opts.nodePrefix ?? '',
+    };
+    this.parent = opts.parent ?? null;
     if (opts.msOpset !== undefined) this.domains.add('com.microsoft');
   }
 
@@ -261,6 +278,12 @@ export class GraphBuilder {
 
   /** A constant tensor; the element type follows the array type (BigInt64Array for int64). */
   initializer(name: string, data: TensorData, dims: number[]): this {
+    if (this.parent) {
+      this.parent.initializer(name, data, dims);
+      return this;
+    }
+    if (this.initializerNames.has(name)) return this;
+    this.initializerNames.add(name);
     this.initializers.push(tensorProto(name, data, dims));
     return this;
   }
@@ -270,25 +293,36 @@ export class GraphBuilder {
     const n = new ProtoWriter();
     for (const i of inputs) n.string(1, i);
     for (const o of outputs) n.string(2, o);
-    n.string(3, `${opType}_${this.nodes.length}`);
+    n.string(3, `${this.opts.nodePrefix}${opType}_${this.nodes.length}`);
     n.string(4, opType);
     for (const [k, v] of Object.entries(attrs)) n.message(5, attribute(k, v));
     if (domain) {
       n.string(7, domain);
-      this.domains.add(domain);
+      this.rootDomains().add(domain);
     }
     this.nodes.push(n);
     return this;
   }
 
-  /** Serialises a ModelProto (IR version 8). */
-  toBytes(): Uint8Array {
+  private rootDomains(): Set<string> {
+    return this.parent ? this.parent.rootDomains() : this.domains;
+  }
+
+  /** The GraphProto (nodes, initializers, inputs, outputs); a subgraph's is what its parent's If node holds. */
+  graphProto(): ProtoWriter {
     const g = new ProtoWriter();
     for (const n of this.nodes) g.message(1, n);
     g.string(2, this.opts.name);
     for (const t of this.initializers) g.message(5, t);
     for (const i of this.inputs) g.message(11, i);
     for (const o of this.outputs) g.message(12, o);
+    return g;
+  }
+
+  /** Serialises a ModelProto (IR version 8). */
+  toBytes(): Uint8Array {
+    if (this.parent) throw new Error('toBytes() on a subgraph: serialise its parent');
+    const g = this.graphProto();
 
     const m = new ProtoWriter().int(1, 8).string(2, this.opts.producer);
     m.message(8, new ProtoWriter().string(1, '').int(2, this.opts.opset));
