@@ -159,13 +159,13 @@ async function ortBaseline(dir: string, work: Work[]) {
   const model = await MarianModel.load(dir, { precision: 'int8' }); // its tokenizer only
   const tok = model.tokenizer!;
   const ids = work.map((w) => tok.encode(w.text));
-  await ort.generate([ids[0]], { maxNewTokens: work[0].len, minNewTokens: work[0].len }); // warm-up
+  await ort.generate([ids[0]], { maxLength: work[0].len, minNewTokens: work[0].len }); // warm-up
   const ttft: number[] = [];
   let tokens = 0;
   const t0 = performance.now();
   for (let i = 0; i < ORT_SENTENCES; i++) {
     const w = work[i % work.length];
-    const r = await ort.generate([ids[i % work.length]], { maxNewTokens: w.len, minNewTokens: w.len });
+    const r = await ort.generate([ids[i % work.length]], { maxLength: w.len, minNewTokens: w.len });
     ttft.push(r.ttftMs);
     tokens += r.ids[0].length;
   }

@@ -116,7 +116,7 @@ interface Engine {
   kind: 'ours' | 'ort';
   tier: string;
   /** Runs one generation; returns its timings. */
-  run(ids: number[], opts: { beam: number; maxNewTokens: number; minNewTokens?: number }): Promise<{ ttftMs: number; totalMs: number; tokens: number }>;
+  run(ids: number[], opts: { beam: number; maxLength: number; minNewTokens?: number }): Promise<{ ttftMs: number; totalMs: number; tokens: number }>;
 }
 
 function oursEngine(m: MarianModel, tier: Precision): Engine {
@@ -184,14 +184,14 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
       const beam = search === 'greedy' ? 1 : 4;
       for (const S of SRC_LENS) {
         const ids = source(S, cfg.vocabSize, cfg.eosId, 1000 + S);
-        record('ttft_ms', search, S, await measure(engines, WARM, TTFT_RUNS, async (e) => (await e.run(ids, { beam, maxNewTokens: 1 })).ttftMs));
+        record('ttft_ms', search, S, await measure(engines, WARM, TTFT_RUNS, async (e) => (await e.run(ids, { beam, maxLength: 1 })).ttftMs));
       }
       // decode: S = 32, exactly NEW_TOKENS tokens
       const ids = source(32, cfg.vocabSize, cfg.eosId, 77);
       const dec = new Map<Engine, number[]>(engines.map((e) => [e, []]));
       const tot = new Map<Engine, number[]>(engines.map((e) => [e, []]));
       await measure(engines, 1, DECODE_RUNS, async (e) => {
-        const r = await e.run(ids, { beam, maxNewTokens: NEW_TOKENS, minNewTokens: NEW_TOKENS });
+        const r = await e.run(ids, { beam, maxLength: NEW_TOKENS, minNewTokens: NEW_TOKENS });
         if (r.tokens !== NEW_TOKENS) throw new Error(`${e.name} generated ${r.tokens} tokens, expected ${NEW_TOKENS}`);
         dec.get(e)!.push((r.totalMs - r.ttftMs) / (NEW_TOKENS - 1));
         tot.get(e)!.push(r.totalMs);
@@ -205,7 +205,7 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
         const meanLen = Math.round(sentences.reduce((s, x) => s + x.length, 0) / sentences.length);
         record('sentence_ms', search, meanLen, await measure(engines, 1, DECODE_RUNS, async (e) => {
           let sum = 0;
-          for (const s of sentences) sum += (await e.run(s, { beam, maxNewTokens: cfg.maxLength - 1 })).totalMs;
+          for (const s of sentences) sum += (await e.run(s, { beam, maxLength: cfg.maxLength - 1 })).totalMs;
           return sum / sentences.length;
         }));
       }

@@ -169,7 +169,7 @@ async function runOrtServer(modelDir: string, onnxDir: string, port: number, max
   app.post('/v1/translate', async (req) => {
     const { text, maxLength: ml } = req.body as { text: string; maxLength?: number };
     const run = chain.then(async () => {
-      const r = await m.generate([tok.encode(text)], { maxNewTokens: ml ?? maxLength });
+      const r = await m.generate([tok.encode(text)], { maxLength: ml ?? maxLength });
       return { text: tok.decode(r.ids[0]), tokens: r.ids[0].length };
     });
     chain = run.catch(() => {});

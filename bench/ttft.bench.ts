@@ -77,9 +77,9 @@ async function main(): Promise<void> {
       setThreads(threads);
       for (const S of lens) {
         const ids = [source(S, V, eos, S)];
-        for (let i = 0; i < 3; i++) model.generate(ids, { maxNewTokens: 1 });
+        for (let i = 0; i < 3; i++) model.generate(ids, { maxLength: 1 });
         const ttft: number[] = [];
-        for (let i = 0; i < runs; i++) ttft.push(model.generate(ids, { maxNewTokens: 1 }).ttftMs);
+        for (let i = 0; i < runs; i++) ttft.push(model.generate(ids, { maxLength: 1 }).ttftMs);
         const t = median(ttft);
         rows.push({ tier, threads, src_len: S, metric: 'ttft_ms', value: t });
         let tps = NaN;
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
           const n = quick ? 8 : 24;
           const per: number[] = [];
           for (let i = 0; i < (quick ? 2 : 5); i++) {
-            const r = model.generate(ids, { maxNewTokens: n, minNewTokens: n });
+            const r = model.generate(ids, { maxLength: n, minNewTokens: n });
             per.push((r.totalMs - r.ttftMs) / (n - 1));
           }
           tps = 1000 / median(per);

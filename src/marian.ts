@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import { ChimeraError, rethrowNative } from './errors';
 import { LayerNormParams, PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads } from './kernels';
 import { native } from './native';
-import { checkSearchOptions, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
+import { checkSearchOptions, searchMaxLength, searchSpecOf, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
+import { checkKeys } from './util/options';
 import { Scheduler, type BatchModel } from './engine/scheduler';
 import { readMarianConfig, type MarianConfig } from './model/config';
 import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } from './model/weights';
@@ -30,15 +31,36 @@ export interface MarianLoadOptions {
   precision?: Precision | Partial<PrecisionPlan>;
   /** Intra-op threads for this process (see setThreads). */
   threads?: number;
-  /** Called while weights are packed: (layers done, layers in all). */
+  /** Called while weights are packed: (layers done, layers in all). Translator.load calls it across the worker boundary. */
   onProgress?: (done: number, total: number) => void;
 }
+export const MARIAN_LOAD_KEYS = ['precision', 'threads', 'onProgress'] as const;
 
+/**
+ * generate()'s options. The same names, with the same meaning, as Translator.translate() and stream() take
+ * (less `signal`, plus `onToken`); unknown keys are refused with E_ARG and the nearest known one.
+ */
 export interface GenerateOptions extends Partial<Omit<SearchOptions, 'maxLength'>> {
-  /** Generated tokens at most (the decoder start token not counted). */
-  maxNewTokens?: number;
+  /** Generated tokens at most (the decoder start token not counted); default the model's max_length - 1. */
+  maxLength?: number;
   /** Called with (source index, token id) as soon as a token is decided (greedy and sampling). */
   onToken?: (source: number, token: number) => void;
+}
+
+/** Every option generate() takes; translate() and stream() take the same less onToken, plus signal. */
+export const SEARCH_OPTION_KEYS = ['beam', 'maxLength', 'lengthPenalty', 'earlyStopping', 'minNewTokens', 'sample', 'temperature', 'topK', 'topP', 'seed'] as const;
+const GENERATE_KEYS = [...SEARCH_OPTION_KEYS, 'onToken'] as const;
+/** Spellings other libraries use, answered with ours. */
+export const OPTION_ALIASES: Record<string, string> = {
+  maxNewTokens: 'maxLength', max_new_tokens: 'maxLength', max_length: 'maxLength', maxTokens: 'maxLength',
+  beams: 'beam', numBeams: 'beam', num_beams: 'beam', top_k: 'topK', top_p: 'topP', doSample: 'sample', do_sample: 'sample',
+  length_penalty: 'lengthPenalty', early_stopping: 'earlyStopping', min_new_tokens: 'minNewTokens',
+};
+
+/** The one message for a model that cannot turn text into ids (translate, eval, tune-ln, assess, the Translator). */
+export function noTokenizerError(source: string): ChimeraError {
+  return new ChimeraError('E_MODEL', `${source} has no usable tokenizer: a model directory needs tokenizer.json, or source.spm + vocab.json; ` +
+    'a packed file needs to have been converted from such a directory');
 }
 
 export interface GenerateResult {
@@ -127,6 +149,8 @@ export class MarianModel {
   private readonly desc: MarianDesc;
   private readonly tokenizerFiles: Map<string, Uint8Array>;
   private state: object | null = null;
+  /** The path it was loaded from ('(weights)' for fromWeights), for messages. */
+  source = '(weights)';
   private stateShape = { slots: 0, maxLen: 0, sources: 0, maxSrc: 0 };
 
   private constructor(
@@ -163,12 +187,26 @@ export class MarianModel {
     return this.tok;
   }
 
+  /** The tokenizer, or E_MODEL with the one message every command and the Translator give. */
+  requireTokenizer(): MarianTokenizer {
+    const t = this.tokenizer;
+    if (!t) throw noTokenizerError(this.source);
+    return t;
+  }
+
   /**
    * Loads a Hugging Face Marian directory (config.json, model.safetensors, tokenizer.json), packing the
    * weights at the requested precision, or a packed file written by save() / `chimera convert`, which is
    * read in one piece with nothing re-packed (its precision was fixed when it was written).
    */
   static async load(source: string, opts: MarianLoadOptions = {}): Promise<MarianModel> {
+    const m = await MarianModel.loadFrom(source, opts);
+    m.source = source;
+    return m;
+  }
+
+  private static async loadFrom(source: string, opts: MarianLoadOptions): Promise<MarianModel> {
+    checkKeys(opts, MARIAN_LOAD_KEYS, 'MarianModel.load option');
     const t0 = performance.now();
     if (typeof source !== 'string' || source === '')
       throw new ChimeraError('E_MODEL', `the model must be a directory or packed file path, got ${String(source)}`);
@@ -308,8 +346,7 @@ export class MarianModel {
   }
 
   get searchSpec(): SearchSpec {
-    const c = this.config;
-    return { startId: c.decoderStartId, eosId: c.eosId, banned: [c.padId, ...c.badWordsIds.flat()].filter((v, i, a) => a.indexOf(v) === i), forceEosAtMax: c.forcedEosId !== null && c.forcedEosId === c.eosId };
+    return searchSpecOf(this.config);
   }
 
   /** Translates token ids (each source with its eos) into target ids. Synchronous: run it off the main thread. */
@@ -351,12 +388,14 @@ export class MarianModel {
     return { ids, ttftMs: firstAt - t0, totalMs: performance.now() - t0 };
   }
 
-  /** Search options from generate()'s: maxNewTokens becomes the Hugging Face maxLength (start token counted). */
+  /**
+   * Search options from generate()'s: unknown keys are refused (E_ARG, with the nearest known one), and
+   * maxLength (generated tokens) becomes the Hugging Face maxLength (start token counted).
+   */
   searchOptions(opts: GenerateOptions): SearchOptions {
-    const { maxNewTokens, onToken: _onToken, ...rest } = opts;
-    const maxNew = maxNewTokens ?? this.config.maxLength - 1;
-    if (!Number.isInteger(maxNew) || maxNew < 1) throw new ChimeraError('E_ARG', `maxNewTokens must be a positive integer, got ${maxNew}`);
-    return { ...rest, beam: rest.beam ?? 1, maxLength: Math.min(maxNew + 1, this.config.maxPositions) };
+    checkKeys(opts, GENERATE_KEYS, 'generate option', OPTION_ALIASES);
+    const { maxLength, onToken: _onToken, ...rest } = opts;
+    return { ...rest, beam: rest.beam ?? 1, maxLength: searchMaxLength(maxLength, this.config) };
   }
 
   private genBatch: BatchModel | undefined;

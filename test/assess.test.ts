@@ -61,9 +61,10 @@ describe('chimera assess', () => {
 
   it('refuses a missing model and --ref without --src', () => {
     const cli = path.join(ROOT, 'dist', 'cli.js');
-    const a = spawnSync(process.execPath, [cli, 'assess'], { encoding: 'utf8' });
+    const a = spawnSync(process.execPath, [cli, 'assess', '--model', path.join(ROOT, 'no-such-model')], { encoding: 'utf8' });
     expect(a.status).toBe(1);
-    expect(a.stderr).toContain('--model');
+    expect(a.stderr).toContain('[E_MODEL] model path');
+    expect(a.stderr).toContain('no-such-model');
     const b = spawnSync(process.execPath, [cli, 'assess', '--model', ROOT, '--ref', 'x'], { encoding: 'utf8' });
     expect(b.status).toBe(1);
     expect(b.stderr).toContain('--ref needs --src');

@@ -65,8 +65,8 @@ const MIXED: Omit<Plan, 'src'>[] = [
   { opts: {}, at: 0 },
   { opts: { beam: 4 }, at: 0 },
   { opts: { sample: true, temperature: 0.9, seed: 3 }, at: 1 },
-  { opts: { beam: 2, maxNewTokens: 6 }, at: 2 },
-  { opts: { maxNewTokens: 3 }, at: 2 },
+  { opts: { beam: 2, maxLength: 6 }, at: 2 },
+  { opts: { maxLength: 3 }, at: 2 },
   { opts: { sample: true, topK: 20, topP: 0.9, seed: 17 }, at: 3 },
   { opts: { beam: 4, lengthPenalty: 0.6, earlyStopping: true }, at: 5 },
   { opts: { minNewTokens: 12 }, at: 6 },
@@ -149,7 +149,7 @@ describe('scheduler: slots, state growth, aborts', () => {
     for (let i = 0; i < 10_000; i++) {
       s.submit({
         sources: [ids[i % ids.length]],
-        options: model.searchOptions({ maxNewTokens: 1 + (i % 3), beam: i % 7 === 0 ? 2 : 1 }),
+        options: model.searchOptions({ maxLength: 1 + (i % 3), beam: i % 7 === 0 ? 2 : 1 }),
         onDone: () => done++,
         onError: () => failed++,
       });
@@ -176,8 +176,8 @@ describe('scheduler: slots, state growth, aborts', () => {
     // a long-running request first (its positions grow past 32 and 64), then a crowd that forces more slots, then
     // a long source that forces a longer source span, all while the first is running
     const plans: Plan[] = [
-      { src: SENTENCES[5], opts: { maxNewTokens: 90, minNewTokens: 80 }, at: 0 },
-      { src: SENTENCES[6], opts: { beam: 4, minNewTokens: 40, maxNewTokens: 45 }, at: 1 },
+      { src: SENTENCES[5], opts: { maxLength: 90, minNewTokens: 80 }, at: 0 },
+      { src: SENTENCES[6], opts: { beam: 4, minNewTokens: 40, maxLength: 45 }, at: 1 },
       ...SENTENCES.slice(8, 30).map((src, i) => ({ src, opts: i % 2 ? { beam: 2 } : {}, at: 3 + i })),
       { src: long, opts: {}, at: 40 },
     ];
@@ -204,7 +204,7 @@ describe('scheduler: slots, state growth, aborts', () => {
         onDone: (r) => (got[name] = r[0].ids),
         onError: (e) => (got[name] = e),
       });
-    const a = submit('running', SENTENCES[0], { minNewTokens: 20, maxNewTokens: 25 });
+    const a = submit('running', SENTENCES[0], { minNewTokens: 20, maxLength: 25 });
     submit('other', SENTENCES[1], {});
     const q = submit('queued', SENTENCES[2], { beam: 2 }); // needs 4 slots: waits while the two others run
     s.tick();
@@ -288,7 +288,7 @@ describe('Translator: batching, cache, abort, back-pressure, threads', () => {
     const res = await within(Promise.all(calls.map((c) => c.p)), 60_000, 'concurrent translate');
     calls.forEach((c, i) => {
       const { maxLength, ...rest } = c.opts as { maxLength?: number };
-      expect(res[i][0].text, `call ${i}`).toBe(alone(c.src, { ...rest, ...(maxLength ? { maxNewTokens: maxLength } : {}) }));
+      expect(res[i][0].text, `call ${i}`).toBe(alone(c.src, { ...rest, ...(maxLength ? { maxLength: maxLength } : {}) }));
       expect(res[i][0].ttftMs).toBeGreaterThanOrEqual(res[i][0].queueMs);
       expect(res[i][0].totalMs).toBeGreaterThanOrEqual(res[i][0].ttftMs);
     });

@@ -1,34 +1,17 @@
 /**
  * The `chimera` command line (dist/cli.js, built by the global setup), run as a child process: translate from
- * arguments and from stdin against in-process translations, error exits, make-model determinism, info.
+ * arguments and from stdin against in-process translations, line alignment on failures, error exits, help,
+ * version and "did you mean", convert's tokenizer rule, make-model determinism, info.
  */
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpuInfo } from '../src/kernels';
 import { MarianModel } from '../src/marian';
+import { chimera as run, DEMO_MODEL as MODEL_DIR, ok } from './helpers/cli';
 
-const ROOT = join(__dirname, '..');
-const CLI = join(ROOT, 'dist', 'cli.js');
-const MODEL_DIR = join(ROOT, 'models', 'marian-m30k-en-de');
-
-/** Runs `node dist/cli.js ...args` with a hard timeout; the environment does not force an ISA or thread count. */
-function chimera(args: string[], input?: string): SpawnSyncReturns<string> {
-  const env = { ...process.env };
-  delete env.CHIMERA_ISA;
-  delete env.CHIMERA_THREADS;
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, input: input ?? '', encoding: 'utf8', timeout: 30_000, env });
-  if (r.error) throw r.error;
-  expect(r.signal, `chimera ${args.join(' ')} was killed (timeout?)\n${r.stderr}`).toBeNull();
-  return r;
-}
-
-function ok(r: SpawnSyncReturns<string>): string {
-  expect(r.status, r.stderr).toBe(0);
-  return r.stdout;
-}
+const chimera = (args: string[], input?: string) => run(args, { input, timeout: 30_000 });
 
 let fp32: MarianModel;
 const tmpDirs: string[] = [];
@@ -57,6 +40,29 @@ describe('chimera translate', () => {
     const want = inProcess(fp32, 'A dog runs.');
     expect(want).toBe('Ein Hund rennt.');
     expect(out).toBe(`${want}\n`);
+  });
+
+  it('several arguments are translated each as its own line, in order', () => {
+    const out = ok(chimera(['translate', 'A dog.', 'A cat.']));
+    expect(out).toBe(`${inProcess(fp32, 'A dog.')}\n${inProcess(fp32, 'A cat.')}\n`);
+  });
+
+  it('stdin keeps alignment: a line that fails is an empty line plus a stderr message naming it, exit 1 at the end', () => {
+    const long = Array(400).fill('dog').join(' ');
+    const r = chimera(['translate'], `A dog runs.\n${long}\n\nTwo men talk.\n`);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe(`${inProcess(fp32, 'A dog runs.')}\n\n\n${inProcess(fp32, 'Two men talk.')}\n`);
+    expect(r.stderr).toMatch(/^chimera: line 2: \[E_INPUT\] it has \d+ tokens/);
+    expect(r.stderr).not.toContain('input 0');
+    expect(r.stderr).toContain('1 of 4 lines could not be translated');
+    const ff = chimera(['translate', '--fail-fast'], `A dog runs.\n${long}\nTwo men talk.\n`);
+    expect(ff.status).toBe(1);
+    expect(ff.stdout).toBe(`${inProcess(fp32, 'A dog runs.')}\n`);
+    expect(ff.stderr).toMatch(/^chimera: line 2: \[E_INPUT\]/);
+    const args = chimera(['translate', 'A dog runs.', long]);
+    expect(args.status).toBe(1);
+    expect(args.stdout).toBe(`${inProcess(fp32, 'A dog runs.')}\n\n`);
+    expect(args.stderr).toMatch(/^chimera: argument 2: \[E_INPUT\]/);
   });
 
   it('translates stdin line by line; an empty line stays empty', () => {
@@ -98,12 +104,76 @@ describe('chimera translate', () => {
 });
 
 describe('chimera (other commands)', () => {
-  it('an unknown command exits 2 with the usage on stderr', () => {
+  it('an unknown command exits 2 with "did you mean" and a one-line usage on stderr', () => {
     const r = chimera(['translat', 'A dog runs.']);
     expect(r.status).toBe(2);
-    expect(r.stderr).toContain("unknown command 'translat'");
+    expect(r.stderr).toContain("unknown command 'translat' (did you mean 'translate'?)");
     expect(r.stderr).toContain('usage: chimera');
+    expect(r.stderr.trim().split('\n')).toHaveLength(2);
     expect(r.stdout).toBe('');
+    expect(chimera(['zzzzzzzz']).stderr).not.toContain('did you mean');
+  });
+
+  it('--help, -h and help print the global usage generated from every command table; --version and -v the version', () => {
+    const pkg = JSON.parse(readFileSync(join(MODEL_DIR, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--help', '-h', 'help']) {
+      const out = ok(chimera([flag]));
+      expect(out).toMatch(/^usage: chimera <command>/);
+      for (const cmd of ['translate', 'convert', 'pull', 'export-onnx', 'make-model', 'tune-ln', 'bleu', 'eval', 'quantize', 'assess', 'serve', 'doctor', 'info', 'selftest'])
+        expect(out, cmd).toMatch(new RegExp(`^  ${cmd}\\b`, 'm'));
+    }
+    for (const flag of ['--version', '-v']) expect(ok(chimera([flag]))).toBe(`chimera-infer ${pkg.version}\n`);
+    const none = chimera([]);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain('usage: chimera');
+  });
+
+  it('every command answers --help and -h with its own options (exit 0), from its table', () => {
+    for (const cmd of ['translate', 'convert', 'pull', 'export-onnx', 'make-model', 'tune-ln', 'bleu', 'eval', 'quantize', 'assess', 'serve', 'doctor', 'info', 'selftest']) {
+      const out = ok(chimera([cmd, '--help']));
+      expect(out, cmd).toMatch(new RegExp(`^usage: chimera ${cmd}\\b`));
+      expect(out, cmd).toContain('--threads N');
+      expect(ok(chimera([cmd, '-h']))).toBe(out);
+    }
+    expect(ok(chimera(['help', 'eval']))).toBe(ok(chimera(['eval', '--help'])));
+    const t = ok(chimera(['translate', '--help']));
+    expect(t).toContain('--model DIR|FILE');
+    expect(t).toContain('--fail-fast');
+  });
+
+  it('an unknown option or a missing value is one line naming the nearest option, not the whole usage', () => {
+    const r = chimera(['translate', '--bem', '4', 'A dog runs.']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe("chimera: [E_ARG] unknown option --bem for translate (did you mean --beam?); see chimera translate --help\n");
+    const m = chimera(['translate', '--beam']);
+    expect(m.status).toBe(1);
+    expect(m.stderr).toBe('chimera: [E_ARG] --beam needs a value (N); see chimera translate --help\n');
+    const e = chimera(['eval', '--src', 'x']);
+    expect(e.status).toBe(1);
+    expect(e.stderr).toMatch(/^chimera: \[E_ARG\] eval needs --ref FILE; see chimera eval --help\n$/);
+    const c = chimera(['translate', '--precision', 'int9', 'x']);
+    expect(c.stderr).toContain('--precision must be one of fp32, fp16, int8, got int9 (did you mean int8?)');
+  });
+
+  it('convert refuses a directory without a tokenizer unless --no-tokenizer; translate names the one tokenizer rule', () => {
+    const dir = tmp();
+    ok(chimera(['make-model', '--preset', 'tiny', '--seed', '1', '--out', dir]));
+    for (const f of ['tokenizer.json', 'source.spm', 'vocab.json', 'target.spm']) rmSync(join(dir, f), { force: true });
+    const file = join(tmp(), 'm.chimera');
+    const r = chimera(['convert', dir, file]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('[E_MODEL]');
+    expect(r.stderr).toContain('tokenizer.json, or source.spm + vocab.json');
+    expect(r.stderr).toContain('--no-tokenizer');
+    expect(ok(chimera(['convert', dir, file, '--no-tokenizer']))).toContain('fp32');
+    const t = chimera(['translate', '--model', file, 'hello']);
+    expect(t.status).toBe(1);
+    expect(t.stderr).toContain(`${file} has no usable tokenizer: a model directory needs tokenizer.json, or source.spm + vocab.json`);
+  });
+
+  it('global options may come before the command', () => {
+    expect(ok(chimera(['--threads', '1', 'translate', 'A dog runs.']))).toBe(`${inProcess(fp32, 'A dog runs.')}\n`);
+    expect(ok(chimera(['--isa=scalar', 'info']))).toMatch(/isa in use:\s+scalar/);
   });
 
   it('make-model writes a deterministic model that translate can run', () => {

@@ -144,7 +144,7 @@ describe('fp32 engine vs the fp64 reference on tiny random models', () => {
             if (next === eosId) break;
           }
           if (!clear) continue;
-          expect(engine.generate([src], { maxNewTokens: maxNew }).ids[0], `source ${k}`).toEqual(want);
+          expect(engine.generate([src], { maxLength: maxNew }).ids[0], `source ${k}`).toEqual(want);
           compared++;
         }
         expect(compared).toBeGreaterThan(0);

@@ -3,44 +3,20 @@
  * processes: sacreBLEU's output line for files and stdin, clear errors (exit 1) for misaligned, empty,
  * non-UTF-8 and missing inputs, the fp32 control in eval, and the gate end to end.
  */
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { corpusBleu } from '../src/bleu';
 import { MarianModel } from '../src/marian';
+import { chimera as run, DEMO_MODEL as MODEL_DIR, fails, ok } from './helpers/cli';
 
-const ROOT = join(__dirname, '..');
-const CLI = join(ROOT, 'dist', 'cli.js');
-const MODEL_DIR = join(ROOT, 'models', 'marian-m30k-en-de');
 const SHARED = '/work/shared';
 const DATA = join(SHARED, 'data', 'multi30k');
 const GREEDY = join(SHARED, 'models', 'marian-m30k-en-de', 'reference', 'val200.greedy.de');
 const HAVE_DATA = existsSync(join(DATA, 'val.en')) && existsSync(join(DATA, 'val.de')) && existsSync(GREEDY);
 
-function chimera(args: string[], input?: string | Buffer, timeout = 60_000): SpawnSyncReturns<string> {
-  const env = { ...process.env };
-  delete env.CHIMERA_ISA;
-  delete env.CHIMERA_THREADS;
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, input: input ?? '', encoding: 'utf8', timeout, env });
-  if (r.error) throw r.error;
-  expect(r.signal, `chimera ${args.join(' ')} was killed (timeout?)\n${r.stderr}`).toBeNull();
-  return r;
-}
-
-function ok(r: SpawnSyncReturns<string>): string {
-  expect(r.status, r.stderr).toBe(0);
-  return r.stdout;
-}
-
-/** Exit 1, nothing on stdout, one `chimera: [CODE] message` line on stderr matching `re`. */
-function fails(r: SpawnSyncReturns<string>, re: RegExp): void {
-  expect(r.status, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(1);
-  expect(r.stdout).toBe('');
-  expect(r.stderr).toMatch(/^chimera: \[E_[A-Z]+\] /);
-  expect(r.stderr).toMatch(re);
-}
+const chimera = (args: string[], input?: string | Buffer, timeout = 60_000) => run(args, { input, timeout });
 
 let dir: string;
 const lines = (f: string, n: number) => readFileSync(f, 'utf8').split('\n').slice(0, n);
@@ -149,7 +125,7 @@ describe.skipIf(!HAVE_DATA)('chimera eval and chimera quantize', () => {
   });
 
   it('eval reports the tier, the fp32 control and the delta; --limit cuts both files', () => {
-    const j = JSON.parse(ok(chimera(['eval', '--model', MODEL_DIR, '--src', srcFile, '--ref', refFile, '--limit', '50', '--json'])));
+    const j = JSON.parse(ok(chimera(['eval', '--model', MODEL_DIR, '--src', srcFile, '--ref', refFile, '--limit', '50', '--precision', 'int8', '--json'])));
     expect(j.tier.name).toBe('int8');
     expect(j.control.name).toBe('fp32');
     expect(j.tier.sentences).toBe(50);
@@ -169,7 +145,7 @@ describe.skipIf(!HAVE_DATA)('chimera eval and chimera quantize', () => {
     (await MarianModel.load(MODEL_DIR, { precision: 'int8' })).save(packed);
     fails(chimera(['eval', '--model', packed, '--src', srcFile, '--ref', refFile, '--limit', '30']), /packed file: the fp32 control needs the Hugging Face model directory.*--control DIR/);
     const a = JSON.parse(ok(chimera(['eval', '--model', packed, '--control', MODEL_DIR, '--src', srcFile, '--ref', refFile, '--limit', '30', '--json'])));
-    const b = JSON.parse(ok(chimera(['eval', '--model', MODEL_DIR, '--src', srcFile, '--ref', refFile, '--limit', '30', '--json'])));
+    const b = JSON.parse(ok(chimera(['eval', '--model', MODEL_DIR, '--src', srcFile, '--ref', refFile, '--limit', '30', '--precision', 'int8', '--json'])));
     expect(a.tier.name).toBe('int8');
     expect(a.tier.bleu).toBe(b.tier.bleu);
     expect(a.control.bleu).toBe(b.control.bleu);

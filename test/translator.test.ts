@@ -163,7 +163,7 @@ describe('translate()', () => {
   it('maxLength caps the generated tokens; seeded sampling in the worker equals sampling in-process', async () => {
     const [capped] = await t.translate(TEXTS[2], { maxLength: 3 });
     expect(capped.tokens.length).toBeLessThanOrEqual(3);
-    expect(capped.tokens).toEqual(reference([TEXTS[2]], { maxNewTokens: 3 })[0].tokens);
+    expect(capped.tokens).toEqual(reference([TEXTS[2]], { maxLength: 3 })[0].tokens);
     const opts = { sample: true, temperature: 1.5, seed: 11 };
     const [s] = await t.translate(TEXTS[2], opts);
     expect(s.tokens).toEqual(reference([TEXTS[2]], opts)[0].tokens);
@@ -380,8 +380,8 @@ describe('MarianModel.generate input checks', () => {
     throwsWith(() => model.generate([src], { beam: 0 }), 'E_ARG', /beam/);
     throwsWith(() => model.generate([src], { beam: 1.5 }), 'E_ARG', /beam/);
     throwsWith(() => model.generate([src], { beam: 1e6 }), 'E_ARG', /beam/);
-    throwsWith(() => model.generate([src], { maxNewTokens: 0 }), 'E_ARG', /maxNewTokens/);
-    throwsWith(() => model.generate([src], { maxNewTokens: 2.5 }), 'E_ARG', /maxNewTokens/);
+    throwsWith(() => model.generate([src], { maxLength: 0 }), 'E_ARG', /maxLength/);
+    throwsWith(() => model.generate([src], { maxLength: 2.5 }), 'E_ARG', /maxLength/);
     throwsWith(() => model.generate([src], { sample: true, temperature: 0 }), 'E_ARG', /temperature/);
     throwsWith(() => model.generate([src], { temperature: -1 }), 'E_ARG', /temperature/);
     throwsWith(() => model.generate([src], { sample: true, topP: 0 }), 'E_ARG', /topP/);
@@ -419,13 +419,13 @@ describe('MarianModel.generate input checks', () => {
     const m = SAMPLE_MODEL === MODEL_DIR ? model : await MarianModel.load(SAMPLE_MODEL);
     const tok = m.tokenizer!;
     const src = [tok.encode('A man in a blue shirt is riding a bike.'), tok.encode(TEXTS[2])];
-    const run = (seed: number) => m.generate(src, { sample: true, temperature: 1.5, seed, maxNewTokens: 40 }).ids;
+    const run = (seed: number) => m.generate(src, { sample: true, temperature: 1.5, seed, maxLength: 40 }).ids;
     const a = run(1);
     expect(run(1)).toEqual(a);
     const outs = [2, 3, 4].map(run);
     for (const o of outs) expect(o).not.toEqual(a);
     expect(new Set([a, ...outs].map((o) => JSON.stringify(o))).size).toBe(4);
     // and sampling is not greedy in disguise
-    expect(a).not.toEqual(m.generate(src, { maxNewTokens: 40 }).ids);
+    expect(a).not.toEqual(m.generate(src, { maxLength: 40 }).ids);
   });
 });

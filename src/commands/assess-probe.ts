@@ -27,7 +27,7 @@ export interface ProbeJob {
   threads: number;
   sources: number[][];
   beam: number;
-  maxNewTokens: number;
+  maxLength: number;
 }
 
 export interface ProbeResult {
@@ -44,11 +44,11 @@ async function run(job: ProbeJob): Promise<ProbeResult> {
   if (job.engine === 'chimera') {
     const { MarianModel } = await import('../marian');
     const m = await MarianModel.load(job.model, { precision: job.tier as 'fp32' });
-    translate = async (ids) => m.generate([ids], { beam: job.beam, maxNewTokens: job.maxNewTokens });
+    translate = async (ids) => m.generate([ids], { beam: job.beam, maxLength: job.maxLength });
   } else if (job.engine === 'ort') {
     const { OrtMarian } = await import('../onnx/ort-marian');
     const m = await OrtMarian.create(job.onnxDir!, { threads: job.threads });
-    translate = (ids) => m.generate([ids], { beam: job.beam, maxNewTokens: job.maxNewTokens });
+    translate = (ids) => m.generate([ids], { beam: job.beam, maxLength: job.maxLength });
   } else {
     // the baseline: both runtimes' modules loaded, no model
     await import('../marian');

@@ -7,7 +7,8 @@
  * control, agreement with the fp32 control, load time and peak memory (each engine alone in a child process);
  * every chimera figure beside onnxruntime's. Writes report.md, report.json and ttft.svg into --out.
  *
- * onnxruntime-node must be installed (it is a devDependency of chimera-infer): `npm install onnxruntime-node`.
+ * onnxruntime-node must be installed (it is a devDependency of chimera-infer): `npm install onnxruntime-node
+ * --onnxruntime-node-install=skip` (its CPU build; without the flag its install step downloads CUDA libraries).
  */
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -18,14 +19,39 @@ import { ChimeraError } from '../errors';
 import { getIsa, getThreads } from '../kernels';
 import { MarianModel, type Precision } from '../marian';
 import { exportMarianOnnx } from '../onnx/export-marian';
-import { ProgressBar } from '../progress';
+import { demoModelPath } from '../demo';
+import { StagedProgress } from '../progress';
+import { num, str, type CommandArgs, type CommandSpec } from './args';
 import { checkAligned, readLines } from '../quality/io';
 import type { ProbeJob, ProbeResult } from './assess-probe';
 import { requireModelDirectory } from '../model/config';
 
-export interface AssessArgs {
-  positional: string[];
-  flags: Map<string, string>;
+export const ASSESS: CommandSpec = {
+  name: 'assess',
+  summary: 'chimera\'s tiers against onnxruntime on the same weights: TTFT, QPS, BLEU, peak memory; writes a report',
+  description: 'Writes report.md, report.json and ttft.svg into --out. Needs onnxruntime-node (npm install onnxruntime-node\n' +
+    '--onnxruntime-node-install=skip: its CPU build, without the CUDA download).',
+  options: [
+    { flag: 'model', kind: 'string', arg: 'DIR', help: 'a Hugging Face Marian directory (exported to ONNX for onnxruntime)', def: '(the built-in demo model)' },
+    { flag: 'src', kind: 'string', arg: 'FILE', help: 'source sentences', def: '(a dozen built-in sentences)' },
+    { flag: 'ref', kind: 'string', arg: 'FILE', help: 'references for BLEU (needs --src)' },
+    { flag: 'out', kind: 'string', arg: 'DIR', help: 'report directory', def: 'assess-report' },
+    { flag: 'beam', kind: 'int', arg: 'N', min: 1, help: 'beam width', def: '(the model\'s num_beams)' },
+    { flag: 'limit', kind: 'int', arg: 'N', min: 1, help: 'sentences at most', def: '100' },
+    { flag: 'max-length', kind: 'int', arg: 'N', min: 1, help: 'generated tokens at most per sentence', def: '(min(max_length - 1, 128))' },
+  ],
+  run: assessCommand,
+};
+
+/**
+ * The message when onnxruntime-node cannot be loaded: how to install it offline-safe, without Node's require stack.
+ */
+export function onnxruntimeMissing(e: unknown): ChimeraError {
+  const first = String((e as Error)?.message ?? e).split('\n')[0];
+  return new ChimeraError('E_ARG',
+    `assess compares with onnxruntime-node, which could not be loaded (${first}). Install its CPU build with ` +
+    '`npm install onnxruntime-node --onnxruntime-node-install=skip` (or put `onnxruntime-node-install=skip` in .npmrc, or set ' +
+    'ONNXRUNTIME_NODE_INSTALL=skip): without it, its install step downloads CUDA libraries and fails offline');
 }
 
 /** Used when no --src is given: everyday English sentences of assorted lengths. */
@@ -101,33 +127,6 @@ function quantile(xs: number[], q: number): number {
   return s[lo] + (s[hi] - s[lo]) * (pos - lo);
 }
 
-function intFlag(a: AssessArgs, name: string, fallback: number, min = 1): number {
-  const v = a.flags.get(name);
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new ChimeraError('E_ARG', `--${name} must be an integer >= ${min}, got ${v}`);
-  return n;
-}
-
-function stages() {
-  let bar: ProgressBar | null = null;
-  let current = '';
-  return {
-    update(stage: string, done: number, total: number) {
-      if (stage !== current) {
-        bar?.done();
-        bar = new ProgressBar(stage);
-        current = stage;
-      }
-      bar!.update(done, total);
-    },
-    done() {
-      bar?.done();
-      bar = null;
-      current = '';
-    },
-  };
-}
 
 /** Runs one memory probe in a child process (the engine alone). */
 function probe(job: ProbeJob): Promise<ProbeResult> {
@@ -191,24 +190,20 @@ export function ttftSvg(stats: EngineStats[], title: string): string {
   return parts.join('\n') + '\n';
 }
 
-export async function assessCommand(a: AssessArgs): Promise<number> {
-  for (const k of a.flags.keys())
-    if (!['model', 'src', 'ref', 'out', 'beam', 'limit', 'max-length', 'isa', 'threads'].includes(k))
-      throw new ChimeraError('E_ARG', `unknown option --${k} for assess; see chimera help`);
-  const modelDir = a.flags.get('model');
-  if (!modelDir) throw new ChimeraError('E_ARG', 'assess needs --model DIR (a Hugging Face Marian directory)');
+export async function assessCommand(a: CommandArgs): Promise<number> {
+  const modelDir = str(a, 'model') ?? demoModelPath;
   requireModelDirectory(modelDir, 'assess exports the weights to ONNX, so it needs the Hugging Face directory');
-  const outDir = a.flags.get('out') ?? 'assess-report';
-  const srcFile = a.flags.get('src'), refFile = a.flags.get('ref');
+  const outDir = str(a, 'out')!;
+  const srcFile = str(a, 'src'), refFile = str(a, 'ref');
   if (refFile && !srcFile) throw new ChimeraError('E_ARG', '--ref needs --src');
   let ort: typeof import('../onnx/ort-marian');
   try {
     ort = await import('../onnx/ort-marian');
   } catch (e) {
-    throw new ChimeraError('E_ARG', `assess compares with onnxruntime-node, which is not installed (npm install onnxruntime-node): ${(e as Error).message}`);
+    throw onnxruntimeMissing(e);
   }
   const threads = getThreads();
-  const limit = intFlag(a, 'limit', 100);
+  const limit = num(a, 'limit')!;
   let src = srcFile ? readLines(srcFile, { role: 'source' }) : BUILTIN_SOURCES;
   let ref = refFile ? readLines(refFile, { role: 'reference' }) : null;
   if (ref) checkAligned([{ name: srcFile!, lines: src }, { name: refFile!, lines: ref }]);
@@ -217,7 +212,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
   ref = ref ? keep.map((i) => ref![i]) : null;
   if (src.length === 0) throw new ChimeraError('E_ARG', 'no non-empty source lines');
 
-  const ui = stages();
+  const ui = new StagedProgress();
   const t0 = performance.now();
   // 1. chimera tiers
   const ours = new Map<Precision, MarianModel>();
@@ -229,12 +224,11 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
     loadMs.set(`chimera:${tier}`, m.loadMs);
   }
   const fp32 = ours.get('fp32')!;
-  const tok = fp32.tokenizer;
-  if (!tok) throw new ChimeraError('E_MODEL', `${modelDir} has no tokenizer`);
+  const tok = fp32.requireTokenizer();
   const cfg = fp32.config;
-  const beam = intFlag(a, 'beam', cfg.numBeams);
+  const beam = num(a, 'beam') ?? cfg.numBeams;
   // Capped by default: a model that never emits eos (random weights) would otherwise run to max_length.
-  const maxNewTokens = intFlag(a, 'max-length', Math.min(cfg.maxLength - 1, 128));
+  const maxLength = num(a, 'max-length') ?? Math.min(cfg.maxLength - 1, 128);
   const ids = src.map((l) => tok.encode(l));
 
   // 2. the same weights as ONNX, in a scratch directory
@@ -254,8 +248,8 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
     // 3. interleaved translation of every sentence by every engine
     type Eng = { engine: 'chimera' | 'onnxruntime'; tier: string; run: (x: number[]) => Promise<{ ids: number[]; ttftMs: number; totalMs: number }> };
     const engines: Eng[] = [
-      ...TIERS.map((t): Eng => ({ engine: 'chimera', tier: t, run: async (x) => { const r = ours.get(t)!.generate([x], { beam, maxNewTokens }); return { ids: r.ids[0], ttftMs: r.ttftMs, totalMs: r.totalMs }; } })),
-      ...ORT_TIERS.map((t): Eng => ({ engine: 'onnxruntime', tier: t, run: async (x) => { const r = await orts.get(t)!.generate([x], { beam, maxNewTokens }); return { ids: r.ids[0], ttftMs: r.ttftMs, totalMs: r.totalMs }; } })),
+      ...TIERS.map((t): Eng => ({ engine: 'chimera', tier: t, run: async (x) => { const r = ours.get(t)!.generate([x], { beam, maxLength }); return { ids: r.ids[0], ttftMs: r.ttftMs, totalMs: r.totalMs }; } })),
+      ...ORT_TIERS.map((t): Eng => ({ engine: 'onnxruntime', tier: t, run: async (x) => { const r = await orts.get(t)!.generate([x], { beam, maxLength }); return { ids: r.ids[0], ttftMs: r.ttftMs, totalMs: r.totalMs }; } })),
     ];
     const warm = ids.slice(0, Math.min(3, ids.length));
     for (const [i, e] of engines.entries()) {
@@ -281,12 +275,12 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
     const concurrent = new Map<string, number>();
     for (const [i, tier] of TIERS.entries()) {
       ui.update('concurrent QPS (all sentences at once through a Translator)', i, TIERS.length);
-      concurrent.set(tier, await concurrentQps(modelDir, tier, src.filter((l) => l.trim() !== ''), threads, beam, maxNewTokens));
+      concurrent.set(tier, await concurrentQps(modelDir, tier, src.filter((l) => l.trim() !== ''), threads, beam, maxLength));
     }
 
     // 4. peak memory, each engine alone in a child process
     const probeSrc = ids.slice(0, Math.min(20, ids.length));
-    const baseJob = { model: path.resolve(modelDir), threads, sources: probeSrc, beam, maxNewTokens };
+    const baseJob = { model: path.resolve(modelDir), threads, sources: probeSrc, beam, maxLength };
     const jobs: ProbeJob[] = [
       { ...baseJob, engine: 'none', tier: '' },
       ...TIERS.map((t): ProbeJob => ({ ...baseJob, engine: 'chimera', tier: t })),
@@ -345,7 +339,7 @@ export async function assessCommand(a: AssessArgs): Promise<number> {
       geometry: { d_model: cfg.dModel, encoder_layers: cfg.encoderLayers, decoder_layers: cfg.decoderLayers, heads: cfg.decoderHeads, ffn: cfg.encoderFfn, vocab: cfg.vocabSize },
       machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.cpus().length, isa: getIsa(), node: process.version, ort_version: ortVersion },
       threads,
-      search: { beam, max_new_tokens: maxNewTokens },
+      search: { beam, max_new_tokens: maxLength },
       sentences: src.length,
       src: srcFile ? path.resolve(srcFile) : '(built-in sentences)',
       ref: refFile ? path.resolve(refFile) : null,

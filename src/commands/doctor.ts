@@ -6,23 +6,20 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { ChimeraError } from '../errors';
 import { loadAddonOnce, packageRoot, platformInfo, type LoadedAddon } from '../native-loader';
+import { bool, runCommand, type CommandArgs, type CommandSpec } from './args';
 
-const OPTIONS = {
-  json: { type: 'boolean', default: false },
-  help: { type: 'boolean', short: 'h', default: false },
-} as const;
-
-const HELP = `usage: chimera doctor [--json]
-
-Reports which native addon loaded and from where (CHIMERA_NATIVE, the local build or a prebuild), the
-kernel path in use and the ones this CPU supports, thread settings, Node.js / N-API / package versions,
-whether onnxruntime-node is installed (the benchmarks need it), and a verdict. Exit status 1 when the
-addon does not load or a kernel check fails.
-  --json   one JSON object instead of text
-`;
+export const DOCTOR: CommandSpec = {
+  name: 'doctor',
+  summary: 'which addon loaded and from where, ISA, threads, versions, and a verdict',
+  description: 'Reports which native addon loaded and from where (CHIMERA_NATIVE, the local build or a prebuild), the\n' +
+    'kernel path in use and the ones this CPU supports, thread settings, Node.js / N-API / package versions,\n' +
+    'whether onnxruntime-node is installed (the benchmarks need it), and a verdict. Exit status 1 when the\n' +
+    'addon does not load or a kernel check fails.',
+  options: [{ flag: 'json', kind: 'boolean', help: 'one JSON object instead of text' }],
+  run: doctor,
+};
 
 export interface DoctorReport {
   verdict: { ok: boolean; line: string };
@@ -177,19 +174,12 @@ function printText(r: DoctorReport): void {
 }
 
 export async function doctorCommand(argv: string[]): Promise<number> {
-  let values: { json: boolean; help: boolean };
-  try {
-    values = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values as typeof values;
-  } catch (e) {
-    process.stderr.write(`chimera doctor: ${(e as Error).message}\n${HELP}`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  return runCommand(DOCTOR, argv);
+}
+
+async function doctor(a: CommandArgs): Promise<number> {
   const r = await doctorReport();
-  if (values.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  if (bool(a, 'json')) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   else printText(r);
   return r.verdict.ok ? 0 : 1;
 }

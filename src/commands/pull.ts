@@ -1,45 +1,34 @@
 /** `chimera pull REPO [--revision R] [--cache-dir DIR]`: an explicit download into the Hugging Face cache. */
-import { parseArgs } from 'node:util';
-import { ChimeraError } from '../errors';
+import { bool, runCommand, str, type CommandArgs, type CommandSpec } from './args';
 
-export const PULL_USAGE = `usage: chimera pull ORG/NAME[@REVISION] [--revision R] [--cache-dir DIR] [--quiet]
-
-Downloads config, generation config, tokenizer files and weights (model.safetensors preferred, else
-pytorch_model.bin; sharded indexes with their shards) into the Hugging Face cache (HF_HUB_CACHE, else
-HF_HOME/hub, else ~/.cache/huggingface/hub). Honours HF_ENDPOINT and HF_TOKEN. An interrupted pull resumes.
-Afterwards \`--model ORG/NAME\` loads it offline.
-`;
+export const PULL: CommandSpec = {
+  name: 'pull',
+  args: 'ORG/NAME[@REVISION]',
+  positionals: { min: 1, max: 1, message: 'pull takes one repo id (chimera pull ORG/NAME[@REVISION])' },
+  summary: 'download config, tokenizer and weights into the Hugging Face cache; afterwards --model ORG/NAME loads offline',
+  description: 'Downloads config, generation config, tokenizer files and weights (model.safetensors preferred, else\n' +
+    'pytorch_model.bin; sharded indexes with their shards) into the Hugging Face cache (HF_HUB_CACHE, else\n' +
+    'HF_HOME/hub, else ~/.cache/huggingface/hub). Honours HF_ENDPOINT and HF_TOKEN. An interrupted pull resumes.',
+  options: [
+    { flag: 'revision', kind: 'string', arg: 'R', help: 'branch, tag or commit', def: '(main, or @REVISION)' },
+    { flag: 'cache-dir', kind: 'string', arg: 'DIR', help: 'the Hugging Face hub cache to fill' },
+    { flag: 'quiet', kind: 'boolean', help: 'no progress' },
+  ],
+  run: pull,
+};
 
 /** argv: everything after the command name. Returns the exit code. */
 export async function pullCommand(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        revision: { type: 'string' },
-        'cache-dir': { type: 'string' },
-        quiet: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
-        // global options, handled by the CLI before dispatch
-        isa: { type: 'string' },
-        threads: { type: 'string' },
-      },
-    });
-  } catch (e) {
-    throw new ChimeraError('E_ARG', `${(e as Error).message}\n${PULL_USAGE}`);
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(PULL_USAGE);
-    return 0;
-  }
-  if (positionals.length !== 1) throw new ChimeraError('E_ARG', `pull takes one repo id\n${PULL_USAGE}`);
+  return runCommand(PULL, argv);
+}
+
+async function pull(a: CommandArgs): Promise<number> {
+  const positionals = a.positionals;
+  const values = { revision: str(a, 'revision'), 'cache-dir': str(a, 'cache-dir') };
   const { pullModel } = await import('../model/pull');
   const { ProgressBar } = await import('../progress');
   const bar = new ProgressBar(`pull ${positionals[0]}`);
-  const quiet = values.quiet === true;
+  const quiet = bool(a, 'quiet');
   const r = await pullModel(positionals[0], {
     revision: values.revision,
     cacheDir: values['cache-dir'],

@@ -1,101 +1,45 @@
 /**
- * The quality commands of the `chimera` CLI: `bleu`, `eval` and `quantize`. src/cli.ts parses the command line
- * and hands each one its positional arguments and flags; each returns the process exit code.
+ * The quality commands of the `chimera` CLI: `bleu`, `eval` and `quantize`, each an option table (src/commands/args.ts
+ * parses and validates against it) and a function returning the process exit code.
  */
 import { corpusBleu, pyFixed, type BleuOptions, type BleuSmoothing, type BleuTokenizer } from '../bleu';
+import { demoModelPath } from '../demo';
 import { ChimeraError } from '../errors';
-import { ProgressBar } from '../progress';
+import { StagedProgress } from '../progress';
 import { checkAligned, readLines } from '../quality/io';
+import { bool, num, str, type CommandArgs, type CommandSpec, type OptionSpec } from './args';
 
-export interface CommandArgs {
-  cmd?: string;
-  positional: string[];
-  flags: Map<string, string>;
-}
-
-// The boolean flags read here (lowercase, json, try-all) take no value: src/cli.ts lists them in BOOLEAN_FLAGS.
-
-function allow(a: CommandArgs, name: string, allowed: string[]): void {
-  for (const k of a.flags.keys())
-    if (!allowed.includes(k) && k !== 'isa' && k !== 'threads') throw new ChimeraError('E_ARG', `unknown option --${k} for ${name}; see chimera help`);
-}
-
-function int(a: CommandArgs, name: string, min = 1): number | undefined {
-  const v = a.flags.get(name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new ChimeraError('E_ARG', `--${name} must be an integer >= ${min}, got ${v}`);
-  return n;
-}
-
-function num(a: CommandArgs, name: string): number | undefined {
-  const v = a.flags.get(name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new ChimeraError('E_ARG', `--${name} must be a number, got ${v}`);
-  return n;
-}
-
-function need(a: CommandArgs, name: string, cmd: string): string {
-  const v = a.flags.get(name);
-  if (v === undefined || v === '') throw new ChimeraError('E_ARG', `${cmd} needs --${name}`);
-  return v;
-}
-
-function bool(a: CommandArgs, name: string): boolean {
-  const v = a.flags.get(name);
-  if (v === undefined) return false;
-  if (v === 'true' || v === '1' || v === 'yes') return true;
-  if (v === 'false' || v === '0' || v === 'no') return false;
-  throw new ChimeraError('E_ARG', `--${name} takes no value (or true/false), got ${v}`);
-}
-
-/** One progress bar per stage, replaced when the stage changes. */
-function stagedProgress(): { update: (stage: string, done: number, total: number) => void; done: (msg?: string) => void } {
-  let bar: ProgressBar | null = null;
-  let current = '';
-  return {
-    update(stage, done, total) {
-      if (stage !== current) {
-        bar?.done();
-        bar = new ProgressBar(stage);
-        current = stage;
-      }
-      bar!.update(done, total);
-    },
-    done(msg) {
-      bar?.done(msg);
-      if (!bar && msg) process.stderr.write(`${msg}\n`);
-      bar = null;
-      current = '';
-    },
-  };
-}
+const MODEL: OptionSpec = { flag: 'model', kind: 'string', arg: 'DIR|FILE', help: 'model directory, packed file or cached repo id', def: '(the built-in demo model)' };
+const SRC: OptionSpec = { flag: 'src', kind: 'string', arg: 'FILE', help: 'source sentences, one per line', required: true };
+const REF: OptionSpec = { flag: 'ref', kind: 'string', arg: 'FILE', help: 'reference translations, aligned with --src', required: true };
+const BEAM: OptionSpec = { flag: 'beam', kind: 'int', arg: 'N', min: 1, help: 'beam width (1: greedy)' };
+const LIMIT: OptionSpec = { flag: 'limit', kind: 'int', arg: 'N', min: 1, help: 'only the first N lines' };
+const BATCH: OptionSpec = { flag: 'batch', kind: 'int', arg: 'N', min: 1, help: 'sentences per generate() call', def: '(32)' };
+const MAX_LENGTH: OptionSpec = { flag: 'max-length', kind: 'int', arg: 'N', min: 1, help: 'generated tokens at most per sentence (default: the model\'s max_length - 1)' };
+const JSON_OUT: OptionSpec = { flag: 'json', kind: 'boolean', help: 'one JSON object on stdout instead of text' };
 
 /** Reads --src and --ref (aligned, same line count), cut to --limit lines. */
-function readPair(a: CommandArgs, cmd: string): { src: string[]; ref: string[] } {
-  const srcFile = need(a, 'src', cmd);
-  const refFile = need(a, 'ref', cmd);
+function readPair(a: CommandArgs): { src: string[]; ref: string[] } {
+  const srcFile = str(a, 'src')!;
+  const refFile = str(a, 'ref')!;
   const src = readLines(srcFile, { role: 'source' });
   const ref = readLines(refFile, { role: 'reference' });
   checkAligned([{ name: `source file ${srcFile}`, lines: src }, { name: `reference file ${refFile}`, lines: ref }]);
-  const limit = int(a, 'limit');
+  const limit = num(a, 'limit');
   return limit === undefined ? { src, ref } : { src: src.slice(0, limit), ref: ref.slice(0, limit) };
 }
 
 // ------------------------------------------------------------------------------------------------ bleu
 
 export async function bleuCommand(a: CommandArgs): Promise<number> {
-  allow(a, 'bleu', ['tokenize', 'smooth', 'smooth-value', 'lowercase', 'json']);
   let hypFile: string;
   let refFiles: string[];
-  if (a.positional.length === 0) throw new ChimeraError('E_ARG', 'bleu needs reference files: chimera bleu HYP REF [REF2 ...] (HYP - for stdin)');
-  if (a.positional.length === 1) [hypFile, refFiles] = ['-', a.positional];
-  else [hypFile, ...refFiles] = a.positional;
+  if (a.positionals.length === 1) [hypFile, refFiles] = ['-', a.positionals];
+  else [hypFile, ...refFiles] = a.positionals;
   if (refFiles.includes('-')) throw new ChimeraError('E_ARG', 'only the hypothesis can come from stdin (-), not a reference');
   const opts: BleuOptions = {
-    tokenize: a.flags.get('tokenize') as BleuTokenizer | undefined,
-    smooth: a.flags.get('smooth') as BleuSmoothing | undefined,
+    tokenize: str(a, 'tokenize') as BleuTokenizer | undefined,
+    smooth: str(a, 'smooth') as BleuSmoothing | undefined,
     smoothValue: num(a, 'smooth-value'),
     lowercase: bool(a, 'lowercase'),
   };
@@ -118,15 +62,14 @@ export async function bleuCommand(a: CommandArgs): Promise<number> {
 // ------------------------------------------------------------------------------------------------ eval
 
 export async function evalCommand(a: CommandArgs): Promise<number> {
-  allow(a, 'eval', ['model', 'src', 'ref', 'precision', 'control', 'beam', 'limit', 'batch', 'max-length', 'json']);
   const { evaluateWithControl } = await import('../quality/eval');
-  const model = need(a, 'model', 'eval');
-  const { src, ref } = readPair(a, 'eval');
-  const precision = a.flags.get('precision') as 'int8' | undefined;
-  const beam = int(a, 'beam') ?? 1;
-  const progress = stagedProgress();
+  const model = str(a, 'model') ?? demoModelPath;
+  const { src, ref } = readPair(a);
+  const precision = str(a, 'precision') as 'int8' | undefined;
+  const beam = num(a, 'beam') ?? 1;
+  const progress = new StagedProgress();
   const r = await evaluateWithControl(model, src, ref, {
-    precision, control: a.flags.get('control'), beam, batchSize: int(a, 'batch'), maxNewTokens: int(a, 'max-length'),
+    precision, control: str(a, 'control'), beam, batchSize: num(a, 'batch'), maxLength: num(a, 'max-length'),
     onRunProgress: (w, d, t) => progress.update(w === 'control' ? 'fp32 control' : 'translating', d, t),
   });
   progress.done();
@@ -160,17 +103,15 @@ export async function evalCommand(a: CommandArgs): Promise<number> {
 // ------------------------------------------------------------------------------------------------ quantize
 
 export async function quantizeCommand(a: CommandArgs): Promise<number> {
-  allow(a, 'quantize', ['model', 'src', 'ref', 'max-bleu-drop', 'out', 'beam', 'limit', 'batch', 'max-length', 'report', 'sensitivity-sentences', 'try-all', 'json']);
   const { quantizeWithGate, writeGateReport, gateReportMarkdown } = await import('../quality/quantize');
-  const model = need(a, 'model', 'quantize');
-  const out = need(a, 'out', 'quantize');
-  const maxBleuDrop = num(a, 'max-bleu-drop') ?? 0.5;
-  if (maxBleuDrop < 0) throw new ChimeraError('E_ARG', `--max-bleu-drop must be >= 0 (the fp32 control itself has a drop of 0), got ${maxBleuDrop}`);
-  const { src, ref } = readPair(a, 'quantize');
-  const progress = stagedProgress();
+  const model = str(a, 'model') ?? demoModelPath;
+  const out = str(a, 'out')!;
+  const maxBleuDrop = num(a, 'max-bleu-drop')!;
+  const { src, ref } = readPair(a);
+  const progress = new StagedProgress();
   const { report } = await quantizeWithGate(model, src, ref, {
-    maxBleuDrop, out, beam: int(a, 'beam'), batchSize: int(a, 'batch'), maxNewTokens: int(a, 'max-length'),
-    sensitivitySentences: int(a, 'sensitivity-sentences'), tryAll: bool(a, 'try-all'),
+    maxBleuDrop, out, beam: num(a, 'beam'), batchSize: num(a, 'batch'), maxLength: num(a, 'max-length'),
+    sensitivitySentences: num(a, 'sensitivity-sentences'), tryAll: bool(a, 'try-all'),
     onProgress: (stage, d, t) => progress.update(stage, d, t),
     onResult: (row) => progress.done(
       `${row.name}: BLEU ${pyFixed(row.bleu, 2)} (${row.delta >= 0 ? '+' : ''}${pyFixed(row.delta, 2)}), ${row.sentencesPerSec.toFixed(1)} sent/s` +
@@ -178,8 +119,54 @@ export async function quantizeCommand(a: CommandArgs): Promise<number> {
     ),
   });
   progress.done();
-  const files = writeGateReport(report, a.flags.get('report') ?? `${out}.report`);
+  const files = writeGateReport(report, str(a, 'report') ?? `${out}.report`);
   if (bool(a, 'json')) process.stdout.write(JSON.stringify({ ...report, reportFiles: files }, null, 1) + '\n');
   else process.stdout.write(`${gateReportMarkdown(report)}\nreport: ${files.md}, ${files.json}\n`);
   return 0;
 }
+
+// ------------------------------------------------------------------------------------------------ tables
+
+export const BLEU: CommandSpec = {
+  name: 'bleu',
+  args: 'HYP REF [REF2 ...]',
+  positionals: { min: 1, max: Infinity, message: 'bleu needs reference files: chimera bleu HYP REF [REF2 ...] (HYP - for stdin)' },
+  summary: 'sacreBLEU-exact corpus BLEU of a hypothesis file against reference files',
+  description: 'HYP \'-\', or only REF given: the hypothesis is read from stdin.',
+  options: [
+    { flag: 'tokenize', kind: 'string', arg: 'T', help: 'tokenizer', choices: ['13a', 'none', 'intl', 'char'], def: '(13a)' },
+    { flag: 'smooth', kind: 'string', arg: 'S', help: 'smoothing', choices: ['exp', 'floor', 'add-k', 'none'], def: '(exp)' },
+    { flag: 'smooth-value', kind: 'number', arg: 'X', help: 'value for floor / add-k smoothing' },
+    { flag: 'lowercase', kind: 'boolean', help: 'case-insensitive' },
+    JSON_OUT,
+  ],
+  run: bleuCommand,
+};
+
+export const EVAL: CommandSpec = {
+  name: 'eval',
+  summary: 'translate --src, score against --ref, and compare with the fp32 control',
+  options: [
+    MODEL, SRC, REF,
+    { flag: 'precision', kind: 'string', arg: 'P', help: 'the tier under test', choices: ['fp32', 'fp16', 'int8'], def: '(fp32)' },
+    { flag: 'control', kind: 'string', arg: 'DIR', help: 'the fp32 model directory (needed for a packed --model)' },
+    BEAM, LIMIT, BATCH, MAX_LENGTH, JSON_OUT,
+  ],
+  run: evalCommand,
+};
+
+export const QUANTIZE: CommandSpec = {
+  name: 'quantize',
+  summary: 'quality gate: the cheapest precision plan within a BLEU budget, written packed',
+  options: [
+    MODEL, SRC, REF,
+    { flag: 'out', kind: 'string', arg: 'FILE', help: 'the packed model to write', required: true },
+    { flag: 'max-bleu-drop', kind: 'number', arg: 'X', min: 0, help: 'BLEU the chosen plan may lose against the fp32 control', def: '0.5' },
+    BEAM, LIMIT, BATCH, MAX_LENGTH,
+    { flag: 'report', kind: 'string', arg: 'BASE', help: 'report files BASE.md and BASE.json', def: '(FILE.report)' },
+    { flag: 'sensitivity-sentences', kind: 'int', arg: 'N', min: 1, help: 'sentences for the per-group sensitivity', def: '(200)' },
+    { flag: 'try-all', kind: 'boolean', help: 'score every rung of the ladder, not only up to the first that passes' },
+    JSON_OUT,
+  ],
+  run: quantizeCommand,
+};

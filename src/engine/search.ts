@@ -5,6 +5,7 @@
  * advances. The scheduler (continuous batching), MarianModel.generate and the onnxruntime reference loop all
  * run their steps through StepAssembler, so search has one implementation.
  */
+import { ChimeraError } from '../errors';
 import { logSoftmax, topk as topkKernel } from '../kernels';
 import type { CopySlot, SearchSpec, Sequence, StepOutput, StepRows } from './sequence';
 import { createSequence, type SearchOptions } from './sequence';
@@ -196,4 +197,39 @@ export async function runSearchAsync(
     if (firstTokenMs < 0) firstTokenMs = performance.now() - t0;
   }
   return { ids: seqs.map((s) => s.result()), firstTokenMs: Math.max(0, firstTokenMs) };
+}
+
+/** What a Marian config says about search: the start token, eos, the banned ids, and whether eos is forced. */
+export interface SearchConfig {
+  decoderStartId: number;
+  eosId: number;
+  padId: number;
+  badWordsIds: number[][];
+  forcedEosId: number | null;
+  /** generation max_length (start token counted). */
+  maxLength: number;
+  maxPositions: number;
+}
+
+/**
+ * The search spec of a model config, shared by MarianModel and the onnxruntime reference loop: pad and
+ * bad_words_ids are never generated, eos is forced at the last slot when forced_eos_token_id is eos.
+ */
+export function searchSpecOf(c: SearchConfig): SearchSpec {
+  return {
+    startId: c.decoderStartId,
+    eosId: c.eosId,
+    banned: [c.padId, ...c.badWordsIds.flat()].filter((v, i, a) => a.indexOf(v) === i),
+    forceEosAtMax: c.forcedEosId !== null && c.forcedEosId === c.eosId,
+  };
+}
+
+/**
+ * The public `maxLength` (generated tokens at most, the start token not counted; default the model's
+ * max_length - 1) as the search's Hugging Face maxLength (start token counted), capped by the positions.
+ */
+export function searchMaxLength(maxLength: number | undefined, c: SearchConfig): number {
+  const maxNew = maxLength ?? c.maxLength - 1;
+  if (!Number.isInteger(maxNew) || maxNew < 1) throw new ChimeraError('E_ARG', `maxLength must be a positive integer (generated tokens at most), got ${maxNew}`);
+  return Math.min(maxNew + 1, c.maxPositions);
 }

@@ -15,12 +15,12 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { readMarianConfig, type MarianConfig } from '../model/config';
 import { ONNX_FILES, type MarianOnnxGraphs } from './export-marian';
-import { makeTopk, searchSequences, StepAssembler, type SearchSpec } from '../engine/search';
+import { makeTopk, searchMaxLength, searchSequences, searchSpecOf, StepAssembler, type SearchSpec } from '../engine/search';
 
 export interface OrtGenerateOptions {
   beam?: number;
   /** Generated tokens at most (the decoder start token not counted), as MarianModel.generate. */
-  maxNewTokens?: number;
+  maxLength?: number;
   minNewTokens?: number;
   lengthPenalty?: number;
   earlyStopping?: boolean;
@@ -103,13 +103,7 @@ export class OrtMarian {
   }
 
   get spec(): Spec {
-    const c = this.config;
-    return {
-      startId: c.decoderStartId,
-      eosId: c.eosId,
-      banned: [c.padId, ...c.badWordsIds.flat()].filter((v, i, a) => a.indexOf(v) === i),
-      forceEosAtMax: c.forcedEosId !== null && c.forcedEosId === c.eosId,
-    };
+    return searchSpecOf(this.config);
   }
 
   /** Runs the encoder on a padded batch; returns last_hidden_state and the mask. */
@@ -190,8 +184,7 @@ export class OrtMarian {
   async generate(inputIds: number[][], opts: OrtGenerateOptions = {}): Promise<OrtGenerateResult> {
     const t0 = performance.now();
     const beam = opts.beam ?? 1;
-    const maxNew = opts.maxNewTokens ?? this.config.maxLength - 1;
-    const maxLength = Math.min(maxNew + 1, this.config.maxPositions);
+    const maxLength = searchMaxLength(opts.maxLength, this.config);
     const { hidden, mask } = await this.encode(inputIds);
     const st = this.stepper(hidden, mask);
     const V = this.config.vocabSize;

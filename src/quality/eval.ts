@@ -5,8 +5,9 @@
  */
 import * as fs from 'node:fs';
 import { corpusBleu, type BleuOptions, type BleuScore } from '../bleu';
+import { generateBatched, longestFirst } from './batch';
 import { ChimeraError } from '../errors';
-import { MarianModel, type Precision, type PrecisionPlan } from '../marian';
+import { MarianModel, noTokenizerError, type Precision, type PrecisionPlan } from '../marian';
 
 export interface EvalOptions {
   /** Beam size; 1 (default) is greedy. */
@@ -14,7 +15,7 @@ export interface EvalOptions {
   /** Sentences per generate() call. Default 32. */
   batchSize?: number;
   /** Generated tokens at most per sentence; default the model's max_length - 1. */
-  maxNewTokens?: number;
+  maxLength?: number;
   /** How BLEU is computed (sacreBLEU's defaults when omitted). */
   bleu?: BleuOptions;
   /** Translate the first batch once, untimed, before the timed run. Default true. */
@@ -48,7 +49,7 @@ function refStreams(refs: string[] | string[][]): string[][] {
 /** Source ids for each line (null for blank lines). */
 export function encodeSources(model: MarianModel, src: string[]): (number[] | null)[] {
   const tok = model.tokenizer;
-  if (!tok) throw new ChimeraError('E_MODEL', 'the model has no tokenizer (tokenizer.json or source.spm + vocab.json)');
+  if (!tok) throw noTokenizerError(model.source);
   return src.map((line, i) => {
     if (line.trim() === '') return null;
     try {
@@ -76,26 +77,23 @@ export function evaluate(model: MarianModel, src: string[], refs: string[] | str
   if (!Number.isInteger(batch) || batch < 1) throw new ChimeraError('E_ARG', `batchSize must be a positive integer, got ${batch}`);
   const tok = model.tokenizer;
   const srcIds = encodeSources(model, src);
-  const order = srcIds.map((_, i) => i).filter((i) => srcIds[i] !== null);
-  order.sort((a, b) => srcIds[b]!.length - srcIds[a]!.length || a - b);
-  const ids: number[][] = src.map(() => []);
+  const order = longestFirst(srcIds);
   const hyps: string[] = src.map(() => '');
   let tokens = 0;
-  const gen = (idx: number[]) => model.generate(idx.map((i) => srcIds[i]!), { beam: opts.beam, maxNewTokens: opts.maxNewTokens });
   // Untimed warm-up on the first (longest) batch: the decoder state, the thread pool and the weights' pages
   // are then ready, so the timing measures steady-state translation.
-  if (opts.warmup !== false && order.length > 0) gen(order.slice(0, batch));
+  if (opts.warmup !== false && order.length > 0) model.generate(order.slice(0, batch).map((i) => srcIds[i]!), { beam: opts.beam, maxLength: opts.maxLength });
   const t0 = performance.now();
-  for (let b = 0; b < order.length; b += batch) {
-    const idx = order.slice(b, b + batch);
-    const r = gen(idx);
-    idx.forEach((i, k) => {
-      ids[i] = r.ids[k];
-      tokens += r.ids[k].length;
-      hyps[i] = tok!.decode(r.ids[k]);
-    });
-    opts.onProgress?.(Math.min(b + batch, order.length), order.length);
-  }
+  const ids = generateBatched(model, srcIds, {
+    beam: opts.beam, maxLength: opts.maxLength, batch,
+    onBatch: (idx, out, done, total) => {
+      idx.forEach((i, k) => {
+        tokens += out[k].length;
+        hyps[i] = tok!.decode(out[k]);
+      });
+      opts.onProgress?.(done, total);
+    },
+  });
   const seconds = (performance.now() - t0) / 1000;
   const bleu = corpusBleu(hyps, streams, opts.bleu);
   return {
@@ -127,7 +125,7 @@ export function planName(plan: PrecisionPlan, layers?: { encoder: number; decode
 }
 
 export interface ControlledEvalOptions extends EvalOptions {
-  /** Tier for a model directory (default 'int8'); must match a packed file's if given for one. */
+  /** Tier for a model directory (default fp32, as everywhere; pass int8 or fp16 to measure a cheaper tier); must match a packed file's if given for one. */
   precision?: Precision | Partial<PrecisionPlan>;
   /** The Hugging Face directory for the fp32 control; default the model directory itself. Required for a packed file. */
   control?: string;
@@ -166,7 +164,7 @@ export async function evaluateWithControl(
   const control = await MarianModel.load(controlDir, { precision: 'fp32' });
   const tierModel = isFile
     ? await MarianModel.load(model, opts.precision === undefined ? {} : { precision: opts.precision })
-    : await MarianModel.load(model, { precision: opts.precision ?? 'int8' });
+    : await MarianModel.load(model, { precision: opts.precision ?? 'fp32' });
   const layers = { encoder: tierModel.config.encoderLayers, decoder: tierModel.config.decoderLayers };
   const name = planName(tierModel.precision, layers);
   const run = (which: 'tier' | 'control', m: MarianModel): EvalResult => {

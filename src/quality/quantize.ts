@@ -143,7 +143,7 @@ export interface GateOptions {
   maxBleuDrop: number;
   beam?: number;
   batchSize?: number;
-  maxNewTokens?: number;
+  maxLength?: number;
   bleu?: BleuOptions;
   /** Sentences (the first non-blank source lines) for the sensitivity pass. Default 200. */
   sensitivitySentences?: number;
@@ -217,7 +217,7 @@ export async function quantizeWithGate(dir: string, src: string[], refs: string[
   if (!Number.isInteger(nSens) || nSens < 1) throw new ChimeraError('E_ARG', `sensitivitySentences must be a positive integer, got ${nSens}`);
 
   const evalOpts = (stage: string) => ({
-    beam: opts.beam, batchSize: opts.batchSize, maxNewTokens: opts.maxNewTokens, bleu: opts.bleu,
+    beam: opts.beam, batchSize: opts.batchSize, maxLength: opts.maxLength, bleu: opts.bleu,
     onProgress: (d: number, t: number) => opts.onProgress?.(stage, d, t),
   });
   const control = await MarianModel.load(dir, { precision: 'fp32' });

@@ -14,12 +14,9 @@
  * layer, `recapture: 'layer'`). The corrections are written into Q's live gamma/beta, so they take effect at
  * once and `save()` stores them in the packed model.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { ChimeraError } from '../errors';
-import type { MarianModel, Precision } from '../marian';
-import { checkAligned, readLines } from './io';
-import { requireModelDirectory } from '../model/config';
+import type { MarianModel } from '../marian';
+import { generateBatched } from './batch';
 
 export interface TuneLnOptions {
   /** Ridge weight toward the current gamma/beta, relative to the number of rows. Default 1e-3. */
@@ -88,15 +85,9 @@ function checkSources(srcIds: number[][], what: string): void {
  * Teacher-forcing decoder inputs from the control's greedy translations: [start, ...ids] without the final eos,
  * so that every generated token, eos included, is predicted once.
  */
-export function controlDecoderInputs(f: MarianModel, srcIds: number[][], opts: { batch?: number; maxNewTokens?: number } = {}): number[][] {
+export function controlDecoderInputs(f: MarianModel, srcIds: number[][], opts: { batch?: number; maxLength?: number } = {}): number[][] {
   checkSources(srcIds, 'srcIds');
-  const batch = opts.batch ?? 32;
-  const out: number[][] = [];
-  for (let i = 0; i < srcIds.length; i += batch) {
-    const r = f.generate(srcIds.slice(i, i + batch), { maxNewTokens: opts.maxNewTokens });
-    for (const ids of r.ids) out.push(decoderInputsFrom(f, ids));
-  }
-  return out;
+  return generateBatched(f, srcIds, { batch: opts.batch ?? 32, maxLength: opts.maxLength }).map((ids) => decoderInputsFrom(f, ids));
 }
 
 /** [start, ...generated] without a trailing eos. */
@@ -280,160 +271,4 @@ export function tuneLayerNorms(q: MarianModel, f: MarianModel, calib: number[][]
     perNorm, meanMseBefore: mean((r) => r.mseBefore), meanMseAfter: mean((r) => r.mseAfter),
     calibSentences: calib.length, original, ms: performance.now() - t0,
   };
-}
-
-// ------------------------------------------------------------------------------------------------ command line
-
-export interface TuneLnCliOptions {
-  model?: string;
-  calib?: string;
-  precision?: string;
-  heldoutSrc?: string;
-  heldoutRef?: string;
-  limit?: number;
-  heldoutLimit?: number;
-  out?: string;
-  beam?: number;
-  report?: string;
-  ridge?: number;
-}
-
-function translateAll(m: MarianModel, srcIds: (number[] | null)[], beam: number): number[][] {
-  const out: number[][] = new Array(srcIds.length);
-  const idx = srcIds.map((_, i) => i).filter((i) => srcIds[i] !== null);
-  const batch = beam > 1 ? 8 : 32;
-  for (let i = 0; i < idx.length; i += batch) {
-    const part = idx.slice(i, i + batch);
-    const r = m.generate(part.map((j) => srcIds[j] as number[]), { beam });
-    part.forEach((j, t) => { out[j] = r.ids[t]; });
-  }
-  for (let i = 0; i < out.length; i++) if (!out[i]) out[i] = [];
-  return out;
-}
-
-const fmt = (x: number) => x.toExponential(3);
-
-/** `chimera tune-ln`: returns the exit code. Output goes to stdout, progress to stderr. */
-export async function tuneLnCli(o: TuneLnCliOptions): Promise<number> {
-  const { MarianModel } = await import('../marian');
-  const { corpusBleu } = await import('../bleu');
-  const log = (s: string) => process.stdout.write(s + '\n');
-  if (!o.model) throw new ChimeraError('E_ARG', 'tune-ln needs --model DIR (a Hugging Face model directory)');
-  if (!o.calib) throw new ChimeraError('E_ARG', 'tune-ln needs --calib FILE (calibration source sentences, one per line)');
-  requireModelDirectory(o.model, '--model must be a model directory (the fp32 control is packed from it)');
-  const precision = (o.precision ?? 'int8') as Precision;
-  if (!['fp32', 'fp16', 'int8'].includes(precision)) throw new ChimeraError('E_ARG', `--precision must be fp32, fp16 or int8, got ${precision}`);
-  if ((o.heldoutRef !== undefined) && o.heldoutSrc === undefined) throw new ChimeraError('E_ARG', '--heldout-ref needs --heldout-src');
-  if (o.heldoutSrc !== undefined && path.resolve(o.heldoutSrc) === path.resolve(o.calib))
-    throw new ChimeraError('E_ARG', 'the held-out sentences must not be the calibration ones');
-  const beam = o.beam ?? 1;
-  const out = o.out ?? `${path.basename(path.resolve(o.model))}-${precision}-ln.chimera`;
-
-  let calibText = readLines(o.calib, { role: 'calibration' }).filter((l) => l.trim() !== '');
-  if (o.limit !== undefined && o.limit > 0) calibText = calibText.slice(0, o.limit);
-  if (calibText.length === 0) throw new ChimeraError('E_INPUT', `calibration file ${o.calib} has no non-empty lines`);
-  let heldSrc: string[] | undefined, heldRef: string[] | undefined;
-  if (o.heldoutSrc !== undefined) {
-    heldSrc = readLines(o.heldoutSrc, { role: 'held-out source' });
-    if (o.heldoutRef !== undefined) {
-      heldRef = readLines(o.heldoutRef, { role: 'held-out reference' });
-      checkAligned([{ name: o.heldoutSrc, lines: heldSrc }, { name: o.heldoutRef, lines: heldRef }]);
-    }
-    if (o.heldoutLimit !== undefined && o.heldoutLimit > 0) {
-      heldSrc = heldSrc.slice(0, o.heldoutLimit);
-      heldRef = heldRef?.slice(0, o.heldoutLimit);
-    }
-    const calibSet = new Set(calibText.map((l) => l.trim()));
-    const overlap = heldSrc.filter((l) => l.trim() !== '' && calibSet.has(l.trim())).length;
-    if (overlap > 0) process.stderr.write(`warning: ${overlap} held-out source lines also occur in the calibration set\n`);
-  }
-
-  const t0 = performance.now();
-  const f = await MarianModel.load(o.model, { precision: 'fp32' });
-  const q = await MarianModel.load(o.model, { precision });
-  const tok = f.tokenizer;
-  if (!tok) throw new ChimeraError('E_MODEL', `${o.model} has no tokenizer`);
-  const calib = calibText.map((l) => tok.encode(l));
-  log(`tune-ln: ${o.model}, ${precision} against fp32; ${calib.length} calibration sentences from ${o.calib}`);
-
-  // Held-out: the control's translations give both the fp32 BLEU and the teacher-forcing inputs.
-  const held = heldSrc?.map((l) => (l.trim() === '' ? null : tok.encode(l)));
-  const heldIds = held?.filter((x): x is number[] => x !== null);
-  let heldDec: number[][] | undefined;
-  const bleuOf = (m: MarianModel) => {
-    const ids = translateAll(m, held!, beam);
-    return { ids, bleu: heldRef ? corpusBleu(ids.map((x) => tok.decode(x)), [heldRef]) : undefined };
-  };
-  const report: Record<string, unknown> = { model: o.model, precision, calib: o.calib, calibSentences: calib.length, heldout: o.heldoutSrc, beam };
-  let bF: ReturnType<typeof bleuOf> | undefined, bQ0: ReturnType<typeof bleuOf> | undefined;
-  let mse0: ActivationMse | undefined;
-  if (held && heldIds && heldIds.length > 0) {
-    bF = bleuOf(f);
-    // Teacher-forcing inputs from F's greedy output (the same as bF's when beam is 1).
-    const greedy = beam === 1 ? bF.ids : translateAll(f, held, 1);
-    heldDec = held.flatMap((x, i) => (x === null ? [] : [decoderInputsFrom(f, greedy[i])]));
-    bQ0 = bleuOf(q);
-    mse0 = activationMse(q, f, heldIds, { decoderInputs: heldDec });
-  }
-
-  const tTune = performance.now();
-  const { ProgressBar } = await import('../progress');
-  const bar = new ProgressBar('fitting layer norms');
-  const res = tuneLayerNorms(q, f, calib, { ridge: o.ridge, onProgress: (d, t) => bar.update(d, t) });
-  bar.done();
-  log(`fitted ${res.perNorm.length} layer norms in ${((performance.now() - tTune) / 1000).toFixed(1)} s`);
-
-  let mse1: ActivationMse | undefined, bQ1: ReturnType<typeof bleuOf> | undefined;
-  if (heldIds && heldDec && heldIds.length > 0) {
-    mse1 = activationMse(q, f, heldIds, { decoderInputs: heldDec });
-    bQ1 = bleuOf(q);
-  }
-
-  log('');
-  log('activation MSE (post-LN output, Q vs fp32)      calibration before -> after    held-out before -> after');
-  res.perNorm.forEach((r, k) => {
-    const h = mse0 && mse1 ? `${fmt(mse0.perNorm[k].mse)} -> ${fmt(mse1.perNorm[k].mse)}` : '-';
-    log(`  ${r.name.padEnd(46)} ${fmt(r.mseBefore)} -> ${fmt(r.mseAfter)}    ${h}`);
-  });
-  log(`  ${'mean'.padEnd(46)} ${fmt(res.meanMseBefore)} -> ${fmt(res.meanMseAfter)}    ${mse0 && mse1 ? `${fmt(mse0.mean)} -> ${fmt(mse1.mean)}` : '-'}`);
-
-  if (bF?.bleu && bQ0?.bleu && bQ1?.bleu) {
-    const line = (name: string, s: number) => log(`  ${name.padEnd(22)} ${s.toFixed(2)}  (${(s - bF!.bleu!.score >= 0 ? '+' : '')}${(s - bF!.bleu!.score).toFixed(2)} vs fp32)`);
-    log('');
-    log(`held-out BLEU on ${held!.length} sentences (${o.heldoutSrc}, ${beam > 1 ? `beam ${beam}` : 'greedy'}):`);
-    line('fp32', bF.bleu.score);
-    line(`${precision}`, bQ0.bleu.score);
-    line(`${precision} + LN tuning`, bQ1.bleu.score);
-    log(`  ${bQ1.bleu.toString()}`);
-  } else if (!held) log('\nno --heldout-src: held-out BLEU and activation error not measured (never measured on calibration sentences)');
-
-  const bytes = q.save(out);
-  // The saved file must reproduce the tuned model: same gamma/beta, same logits.
-  const back = await MarianModel.load(out);
-  const checkSrc = (heldIds && heldIds.length > 0 ? heldIds : calib).slice(0, 16);
-  const checkDec = heldDec && heldIds && heldIds.length > 0 ? heldDec.slice(0, 16) : controlDecoderInputs(f, checkSrc);
-  let identical = true;
-  const bn = back.layerNorms(), qn = q.layerNorms();
-  for (let k = 0; k < qn.length && identical; k++)
-    for (let c = 0; c < q.config.dModel; c++)
-      if (bn[k].params.gamma[c] !== qn[k].params.gamma[c] || bn[k].params.beta[c] !== qn[k].params.beta[c]) identical = false;
-  for (let i = 0; i < checkSrc.length && identical; i++) {
-    const a = q.teacherForcedLogits(checkSrc[i], checkDec[i]), b = back.teacherForcedLogits(checkSrc[i], checkDec[i]);
-    for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) { identical = false; break; }
-  }
-  log('');
-  log(`wrote ${out}: ${(bytes / 1048576).toFixed(1)} MiB; reloaded: ${identical ? `identical logits on ${checkSrc.length} sentences` : 'MISMATCH'}`);
-  log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-
-  if (o.report) {
-    Object.assign(report, {
-      out, reloadIdentical: identical, tuneMs: res.ms,
-      perNorm: res.perNorm.map((r, k) => ({ ...r, heldoutMseBefore: mse0?.perNorm[k].mse, heldoutMseAfter: mse1?.perNorm[k].mse })),
-      calibMse: { before: res.meanMseBefore, after: res.meanMseAfter },
-      heldoutMse: mse0 && mse1 ? { before: mse0.mean, after: mse1.mean } : undefined,
-      bleu: bF?.bleu && bQ0?.bleu && bQ1?.bleu ? { fp32: bF.bleu.score, before: bQ0.bleu.score, after: bQ1.bleu.score, signature: bF.bleu.signature } : undefined,
-    });
-    fs.writeFileSync(o.report, JSON.stringify(report, null, 2) + '\n');
-  }
-  return identical ? 0 : 1;
 }

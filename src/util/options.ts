@@ -27,13 +27,16 @@ export function suggest(name: string, names: readonly string[]): string | undefi
   return bd <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
 }
 
-/** Throws E_ARG for a non-object or any key outside `allowed`, naming the nearest allowed key. */
-export function checkKeys(o: unknown, allowed: readonly string[], what: string): void {
+/**
+ * Throws E_ARG for a non-object or any key outside `allowed`, naming the nearest allowed key, or the one that
+ * `aliases` maps it to (another library's spelling: max_new_tokens -> maxLength).
+ */
+export function checkKeys(o: unknown, allowed: readonly string[], what: string, aliases: Record<string, string> = {}): void {
   if (o === undefined) return;
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new ChimeraError('E_ARG', `${what} must be an object, got ${o === null ? 'null' : typeof o}`);
   for (const k of Object.keys(o)) {
     if (allowed.includes(k)) continue;
-    const s = suggest(k, allowed);
+    const s = Object.prototype.hasOwnProperty.call(aliases, k) && allowed.includes(aliases[k]) ? aliases[k] : suggest(k, allowed);
     throw new ChimeraError('E_ARG', `unknown ${what} key '${k}'${s ? ` (did you mean '${s}'?)` : ''}; known keys: ${allowed.join(', ')}`);
   }
 }

@@ -1,54 +1,14 @@
 /**
- * The Translator's worker thread: owns one MarianModel, its tokenizer and a Scheduler. Requests from the main
+ * The Translator's worker thread (src/translator/index.ts starts it; src/translator/protocol.ts is what they say): owns one MarianModel, its tokenizer and a Scheduler. Requests from the main
  * thread are queued; between decoder steps the event loop turns (setImmediate), so new requests, aborts and
  * close are seen at every step boundary and join the running batch.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from '../errors';
 import { getThreads } from '../kernels';
-import { MarianModel, type GenerateOptions, type MarianLoadOptions } from '../marian';
-import { Scheduler, type SchedulerOptions, type SchedulerStats } from './scheduler';
-
-/** Wall-clock milliseconds (high resolution) that both threads agree on: performance.now() has a per-thread origin. */
-export function wallNow(): number {
-  return performance.timeOrigin + performance.now();
-}
-
-export interface WorkerOptions {
-  load: MarianLoadOptions;
-  scheduler: SchedulerOptions;
-}
-
-export type Request =
-  | { type: 'translate'; id: number; sentences: string[]; opts: GenerateOptions; stream: boolean; textOf: number[] }
-  | { type: 'abort'; id: number }
-  | { type: 'adjustNorm'; id: number; name: string; edit: { scaleGamma?: number; shiftBeta?: number } }
-  | { type: 'sensitivity'; id: number; sentences: string[] }
-  | { type: 'close' };
-
-/** One sentence's translation and its timeline (wall-clock ms). */
-export interface SentenceReply {
-  text: string;
-  tokens: number[];
-  admitAt: number;
-  firstAt: number;
-  doneAt: number;
-}
-
-export interface WorkerStats extends SchedulerStats {
-  at: number;
-}
-
-export type Reply =
-  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; threads: number; layers: { encoder: number; decoder: number }; sourceLang?: string; targetLang?: string }
-  | { type: 'admit'; id: number; at: number }
-  | { type: 'token'; id: number; sentence: number; token: number; text: string }
-  | { type: 'sentence'; id: number; sentence: number; result: SentenceReply }
-  | { type: 'result'; id: number; sentences: SentenceReply[] }
-  | { type: 'error'; id: number; code: string; message: string; reason?: ChimeraErrorReason }
-  | { type: 'stats'; stats: WorkerStats; steps: { rows: number; ms: number }[] }
-  | { type: 'control'; id: number; value: unknown }
-  | { type: 'closed' };
+import { MarianModel } from '../marian';
+import { Scheduler } from '../engine/scheduler';
+import { wallNow, type Reply, type Request, type WorkerOptions } from './protocol';
 
 const port = parentPort;
 if (!port) throw new Error('worker.ts must run in a worker thread');
@@ -65,9 +25,9 @@ async function main(): Promise<void> {
   const { dir, opts } = workerData as { dir: string; opts: WorkerOptions };
   let model: MarianModel;
   try {
-    model = await MarianModel.load(dir, opts.load);
-    if (!model.tokenizer)
-      throw new ChimeraError('E_MODEL', `${dir} has no usable tokenizer: a model directory needs tokenizer.json, or source.spm + vocab.json; a packed file needs to have been converted from such a directory`);
+    const onProgress = opts.progress ? (done: number, total: number) => port!.postMessage({ type: 'progress', done, total } satisfies Reply) : undefined;
+    model = await MarianModel.load(dir, { ...opts.load, ...(onProgress ? { onProgress } : {}) });
+    model.requireTokenizer();
   } catch (e) {
     port!.postMessage(errorReply(-1, e));
     return;
@@ -152,7 +112,7 @@ async function main(): Promise<void> {
           const { measureSensitivity } = await import('../quality/quantize');
           const control = await MarianModel.load(dir, { precision: 'fp32' });
           const src = req.sentences.map((x) => control.tokenizer!.encode(x));
-          const tgt = control.generate(src, { maxNewTokens: 64 }).ids;
+          const tgt = control.generate(src, { maxLength: 64 }).ids;
           const r = await measureSensitivity(dir, control, src, tgt);
           port!.postMessage({ type: 'control', id: req.id, value: r.ranking.map((e) => e.group) } satisfies Reply);
         } catch (e) {

@@ -8,20 +8,23 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { AbortError, ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from './errors';
-import type { MarianLoadOptions, Precision, PrecisionPlan } from './marian';
-import type { GenerateOptions } from './marian';
-import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from './engine/worker';
-import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from './engine/cache';
-import { joinSentences, splitSentences, type Segment } from './engine/sentences';
-import { checkKeys } from './util/options';
-import { resolveModelSource } from './model/hub-cache';
-import { checkGuardOptions, QualityGuard, type GuardControl, type QualityGuardOptions, type QualityStats } from './engine/quality-guard';
+import { AbortError, ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from '../errors';
+import { OPTION_ALIASES, SEARCH_OPTION_KEYS, type GenerateOptions, type MarianLoadOptions, type Precision, type PrecisionPlan } from '../marian';
+import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from './protocol';
+import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from '../engine/cache';
+import { joinSentences, splitSentences, type Segment } from '../engine/sentences';
+import { checkKeys } from '../util/options';
+import { resolveModelSource } from '../model/hub-cache';
+import { checkGuardOptions, QualityGuard, type GuardControl, type QualityGuardOptions, type QualityStats } from '../engine/quality-guard';
 
-export type { QualityGuardOptions, QualityStats, TierChange, Rung } from './engine/quality-guard';
+export type { QualityGuardOptions, QualityStats, TierChange, Rung } from '../engine/quality-guard';
 
-export type { CachedSentence, SentenceCacheTier, CacheStats } from './engine/cache';
+export type { CachedSentence, SentenceCacheTier, CacheStats } from '../engine/cache';
 
+/**
+ * translate() / stream() options: the same names and meanings as MarianModel.generate() (less onToken, plus
+ * signal). Unknown keys are refused with E_ARG and the nearest known one.
+ */
 export interface TranslateOptions {
   beam?: number;
   /** Generated tokens at most (default: the model's max_length - 1). */
@@ -37,7 +40,7 @@ export interface TranslateOptions {
   /** Aborting rejects the call with an AbortError and frees its decoder slots at the next step boundary. */
   signal?: AbortSignal;
 }
-const TRANSLATE_KEYS = ['beam', 'maxLength', 'lengthPenalty', 'earlyStopping', 'minNewTokens', 'sample', 'temperature', 'topK', 'topP', 'seed', 'signal'] as const;
+const TRANSLATE_KEYS = [...SEARCH_OPTION_KEYS, 'signal'] as const;
 
 export interface TranslatorLoadOptions extends MarianLoadOptions {
   /** Requests waiting for admission; one more rejects at once with E_BUSY. Default 1024. */
@@ -124,11 +127,11 @@ const DEFAULTS = { maxQueue: 1024, maxSlots: 64, maxSourceTokens: 4096, maxState
 /** How long close() waits for the worker to leave between steps before terminating it (ms). */
 const CLOSE_GRACE_MS = 10_000;
 
-function workerPath(): string {
-  // Compiled: dist/engine/worker.js beside this file. From the TypeScript sources (tests): the built copy.
-  const here = path.join(__dirname, 'engine', 'worker.js');
+export function workerPath(): string {
+  // Compiled: dist/translator/worker.js beside this file. From the TypeScript sources (tests): the built copy.
+  const here = path.join(__dirname, 'worker.js');
   if (fs.existsSync(here)) return here;
-  const built = path.resolve(__dirname, '..', 'dist', 'engine', 'worker.js');
+  const built = path.resolve(__dirname, '..', '..', 'dist', 'translator', 'worker.js');
   if (fs.existsSync(built)) return built;
   throw new ChimeraError('E_NATIVE_LOAD', `the translator worker script is missing (looked for ${here} and ${built}); run \`npm run build:ts\``);
 }
@@ -141,16 +144,14 @@ function positiveInt(v: unknown, what: string, min = 1): number | undefined {
 
 /** Checks a translate()/stream() options object; returns the worker's generate options (no signal). */
 function generateOptions(o: TranslateOptions | undefined): GenerateOptions {
-  checkKeys(o, TRANSLATE_KEYS, 'translate option');
+  checkKeys(o, TRANSLATE_KEYS, 'translate option', OPTION_ALIASES);
   if (!o) return {};
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new ChimeraError('E_ARG', 'signal must be an AbortSignal');
-  const { maxLength, signal: _s, ...rest } = o;
+  const { signal: _s, ...rest } = o;
   for (const [k, v] of Object.entries(rest)) if (typeof v === 'function' || typeof v === 'symbol' || (typeof v === 'object' && v !== null))
     throw new ChimeraError('E_ARG', `translate option ${k} must be a number or boolean, got ${typeof v}`);
-  if (maxLength !== undefined && !(Number.isInteger(maxLength) && maxLength >= 1)) throw new ChimeraError('E_ARG', `maxLength must be a positive integer, got ${String(maxLength)}`);
-  const g: GenerateOptions = { ...rest };
-  if (maxLength !== undefined) g.maxNewTokens = maxLength;
-  return g;
+  if (rest.maxLength !== undefined && !(Number.isInteger(rest.maxLength) && rest.maxLength >= 1)) throw new ChimeraError('E_ARG', `maxLength must be a positive integer, got ${String(rest.maxLength)}`);
+  return rest;
 }
 
 /** One model in its worker thread. The Translator serves from one engine; a retired one drains, then closes. */
@@ -168,7 +169,7 @@ interface Engine {
 type Loaded = Extract<Reply, { type: 'loaded' }>;
 
 /** Starts a worker on `source` and resolves when its model is loaded (rejects with the worker's error). */
-function spawnEngine(source: string, wo: WorkerOptions): Promise<{ worker: Worker; loaded: Loaded }> {
+function spawnEngine(source: string, wo: WorkerOptions, onProgress?: (done: number, total: number) => void): Promise<{ worker: Worker; loaded: Loaded }> {
   let worker: Worker;
   try {
     worker = new Worker(workerPath(), { workerData: { dir: source, opts: wo } });
@@ -184,6 +185,14 @@ function spawnEngine(source: string, wo: WorkerOptions): Promise<{ worker: Worke
       worker.off('exit', onExit);
     };
     const onMsg = (m: Reply) => {
+      if (m.type === 'progress') {
+        try {
+          onProgress?.(m.done, m.total);
+        } catch {
+          /* a failing progress callback must not break the load */
+        }
+        return;
+      }
       if (m.type !== 'loaded' && m.type !== 'error') return;
       done();
       if (m.type === 'loaded') resolve({ worker, loaded: m });
@@ -258,6 +267,8 @@ export class Translator extends EventEmitter {
       if (e === this.engine) this.failAll(new ChimeraError('E_NATIVE', `the translator worker failed: ${err.message}`, { cause: err }));
       else this.failEngine(e, new ChimeraError('E_NATIVE', `a retired translator worker failed: ${err.message}`, { cause: err }));
     });
+    // Idle until a request is sent: an idle Translator does not keep the process alive (see hold / release).
+    worker.unref();
     worker.on('exit', () => {
       e.exited = true;
       this.retired.delete(e);
@@ -268,7 +279,23 @@ export class Translator extends EventEmitter {
     return e;
   }
 
-  /** Loads a model directory, packed file or cached repo id in a new worker thread. */
+  /**
+   * Work in flight on an engine keeps the process alive (its worker is ref'ed); an idle engine does not, so a
+   * script that forgets close() still exits, as with onnxruntime-node sessions. A retired engine (hot swap) and
+   * the quality guard's control Translator follow the same rule: each holds the process only while it has work.
+   */
+  private hold(e: Engine): void {
+    if (e.inflight++ === 0 && !e.exited) e.worker.ref();
+  }
+
+  private release(e: Engine): void {
+    if (--e.inflight === 0 && !e.exited) e.worker.unref();
+  }
+
+  /**
+   * Loads a model directory, packed file or cached repo id in a new worker thread. `onProgress(done, total)` is
+   * called on this thread while the worker packs the weights (it is not sent to the worker: functions cannot be).
+   */
   static async load(model: string, opts: TranslatorLoadOptions = {}): Promise<Translator> {
     checkKeys(opts, LOAD_KEYS, 'Translator.load option');
     // a directory, a packed file, or a Hugging Face repo id found offline in the local cache
@@ -285,7 +312,8 @@ export class Translator extends EventEmitter {
     if (opts.splitSentences !== undefined && typeof opts.splitSentences !== 'boolean') throw new ChimeraError('E_ARG', 'splitSentences must be a boolean');
     if (opts.cacheTiers !== undefined && !(Array.isArray(opts.cacheTiers) && opts.cacheTiers.every((t) => t && typeof t.get === 'function' && typeof t.set === 'function' && typeof t.name === 'string')))
       throw new ChimeraError('E_ARG', 'cacheTiers must be an array of { name, get(keys), set(entries) }');
-    const { onProgress: _p, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, qualityGuard, ...load } = opts;
+    if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw new ChimeraError('E_ARG', 'onProgress must be a function (done, total)');
+    const { onProgress, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, qualityGuard, ...load } = opts;
     const source = path.resolve(model);
     if (qualityGuard !== undefined) {
       const g = checkGuardOptions(qualityGuard);
@@ -293,7 +321,7 @@ export class Translator extends EventEmitter {
         throw new ChimeraError('E_ARG', `qualityGuard.action 'escalate' re-quantises from the original weights: ${source} must be a model directory, not a packed file`);
     }
     const wo: WorkerOptions = { load, scheduler: sched };
-    const { worker, loaded } = await spawnEngine(source, wo);
+    const { worker, loaded } = await spawnEngine(source, onProgress ? { ...wo, progress: true } : wo, onProgress);
     const t = new Translator(worker, loaded, source, wo, { ...opts, maxQueue: opts.maxQueue ?? DEFAULTS.maxQueue, splitSentences: opts.splitSentences ?? true });
     if (qualityGuard !== undefined) t.guard = new QualityGuard(t.guardHost(), qualityGuard, t.modelInfo.precision);
     return t;
@@ -309,10 +337,7 @@ export class Translator extends EventEmitter {
       loadControl: async (precision: Precision, threads: number, maxQueue: number): Promise<GuardControl> => {
         const c = await Translator.load(this.modelInfo.source, { precision, threads, cacheBytes: 0, splitSentences: false, maxQueue });
         return {
-          translate: async (sentence, o) => {
-            const { maxNewTokens, ...rest } = o as GenerateOptions;
-            return (await c.translate(sentence, { ...rest, ...(maxNewTokens !== undefined ? { maxLength: maxNewTokens } : {}) } as TranslateOptions))[0].text;
-          },
+          translate: async (sentence, o) => (await c.translate(sentence, o as TranslateOptions))[0].text,
           sensitivity: (sentences) => c.measureSensitivity(sentences),
           close: () => c.close(),
         };
@@ -345,6 +370,7 @@ export class Translator extends EventEmitter {
   private async closeEngine(e: Engine): Promise<void> {
     if (e.exited) return;
     const gone = new Promise<void>((r) => e.worker.once('exit', () => r()));
+    e.worker.ref(); // closing is work in flight: a caller awaiting close() sees the worker leave
     try {
       e.worker.postMessage({ type: 'close' } satisfies Request);
     } catch {
@@ -366,7 +392,7 @@ export class Translator extends EventEmitter {
         settle: (e, r) => (e ? reject(e) : resolve(r as unknown as T)),
       };
       this.pending.set(id, p);
-      this.engine.inflight++;
+      this.hold(this.engine);
       this.engine.worker.postMessage({ ...req, id });
     });
   }
@@ -393,7 +419,7 @@ export class Translator extends EventEmitter {
       if (m.steps.length > 0) this.emit('steps', m.steps);
       return;
     }
-    if (m.type === 'loaded' || m.type === 'closed') return;
+    if (m.type === 'loaded' || m.type === 'closed' || m.type === 'progress') return;
     const p = this.pending.get(m.id);
     if (!p) return; // aborted or closed: already answered
     switch (m.type) {
@@ -432,7 +458,7 @@ export class Translator extends EventEmitter {
       this.queued--;
     }
     const e = p.engine;
-    e.inflight--;
+    this.release(e);
     if (e.retired && e.inflight === 0 && !this.closing) void this.closeEngine(e);
   }
 
@@ -455,7 +481,7 @@ export class Translator extends EventEmitter {
 
   /** Plans a call: splits texts, looks sentences up in the LRU, and lists what must still be found or decoded. */
   private plan(texts: string[], g: GenerateOptions): { plans: TextPlan[]; todo: string[]; todoKeys: (string | null)[]; textOf: number[] } {
-    const ok = optionsKey({ ...g, maxLength: g.maxNewTokens });
+    const ok = optionsKey(g as Record<string, unknown>);
     const plans: TextPlan[] = [];
     const todo: string[] = [];
     const todoKeys: (string | null)[] = [];
@@ -563,7 +589,7 @@ export class Translator extends EventEmitter {
       };
       this.pending.set(id, p);
       this.queued++;
-      engine.inflight++;
+      this.hold(engine);
       try {
         engine.worker.postMessage({ type: 'translate', id, sentences, opts: g, stream, textOf } satisfies Request);
       } catch (e) {
