@@ -10,9 +10,9 @@ LIBASAN="$(${CXX:-g++} -print-file-name=libasan.so)"
 LIBUBSAN="$(${CXX:-g++} -print-file-name=libubsan.so)"
 FILES=${ASAN_TESTS:-"test/hardening.test.ts test/hostile-matrix.test.ts test/sgemm.test.ts test/gemm-int8.test.ts test/norm.test.ts test/topk.test.ts test/decode-attention.test.ts test/packed-file.test.ts test/marian-engine.test.ts test/errors.test.ts"}
 export CHIMERA_ADDON="$ADDON"
-export LD_PRELOAD="$LIBASAN $LIBUBSAN"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allow_user_segv_handler=1:handle_segv=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-npm run build:ts >/dev/null
+(unset LD_PRELOAD; npm run build:ts >/dev/null)
+export LD_PRELOAD="$LIBASAN $LIBUBSAN"
 # shellcheck disable=SC2086
-exec npx vitest run $FILES "$@"
+exec npx vitest run ${VITEST_CONFIG:+--config "$VITEST_CONFIG"} $FILES "$@"
