@@ -160,12 +160,12 @@ export function parseMarianConfig(cfg: Json, gen: Json = {}, where = 'config.jso
   if (cfg.decoder_vocab_size !== undefined && cfg.decoder_vocab_size !== null && cfg.decoder_vocab_size !== vocabSize)
     bad('decoder_vocab_size', `= ${show(cfg.decoder_vocab_size)} differs from vocab_size ${vocabSize} (separate vocabularies are not supported yet)`);
   const dModel = posInt('d_model', undefined, undefined, CONFIG_CAPS.dModel);
-  if (dModel % 2 !== 0) bad('d_model', `= ${dModel} must be even (the sinusoidal positions need sin and cos halves)`);
   if (vocabSize * dModel > CONFIG_CAPS.embedFloats) bad('vocab_size', `x d_model = ${vocabSize * dModel} is above the limit ${CONFIG_CAPS.embedFloats}`);
   const encoderHeads = posInt('encoder_attention_heads', undefined, undefined, CONFIG_CAPS.heads);
   const decoderHeads = posInt('decoder_attention_heads', undefined, undefined, CONFIG_CAPS.heads);
   if (dModel % encoderHeads !== 0) bad('encoder_attention_heads', `= ${encoderHeads} does not divide d_model ${dModel}`);
   if (dModel % decoderHeads !== 0) bad('decoder_attention_heads', `= ${decoderHeads} does not divide d_model ${dModel}`);
+  if (dModel % 2 !== 0) bad('d_model', `= ${dModel} must be even (the sinusoidal positions need sin and cos halves)`);
   if (encoderHeads !== decoderHeads)
     bad('decoder_attention_heads', `= ${decoderHeads} differs from encoder_attention_heads ${encoderHeads} (not supported)`);
 
