@@ -38,6 +38,7 @@
         "native/src/ops.cpp",
         "native/src/thread_pool.cpp",
         "native/src/marian.cpp",
+        "native/src/probe.cpp",
         "native/kernels/kernels_scalar.cpp",
         "native/binding/addon.cpp"
       ],

@@ -8,8 +8,17 @@
  *
  * Models: the OPUS-MT geometry (d 512, 6+6 layers, vocab 58101; deterministic random weights generated on demand
  * into .tmp/models, never committed) and ../shared/models/marian-m30k-en-de (skipped when absent).
- * Engines: chimera fp32, fp16, int8 and ORT fp32, ORT int8 (quantize_dynamic's DynamicQuantizeLinear +
- * MatMulInteger pattern, per-channel weight scales).
+ * Engines: chimera fp32, fp16, int8; ORT fp32 and both ORT int8 variants (quantize_dynamic's DynamicQuantizeLinear +
+ * MatMulInteger pattern with per-channel weight scales, and with one scale per tensor, quantize_dynamic's
+ * default); greedy only, transformers.js (@huggingface/transformers, when installed) fp32 and q8 over the same
+ * export's onnx/ layout (merged decoder; q8 = the per-tensor int8 export), loaded from the local directory with
+ * remote loading off, one sentence at a time, TTFT at its streamer's first generated token.
+ * Every int8 ratio is against the faster of the two ORT int8 variants at that row, named in `ort_tier`
+ * ('int8-per-channel' or 'int8-per-tensor'); fp32 and fp16 against ORT fp32. transformers.js rows have
+ * `ort_tier` 'tjs-fp32' / 'tjs-q8' (ours int8 against tjs q8, ours fp32 against tjs fp32).
+ * Roofline (bench/roofline.ts): at start-up the int8 and FMA peaks and the read bandwidth are measured; every greedy
+ * TTFT and decode figure is printed beside its floor (MACs / peak + weight bytes / bandwidth, for the geometry,
+ * the engine's tier and the thread count) and as a % of it.
  * Metrics (greedy and beam 4):
  * - ttft_ms: encoder + first decoder step + choosing the token, for source lengths S ∈ {8, 32, 128};
  * - decode_ms_per_token: (total − ttft) / (steps − 1) for S = 32 with exactly N new tokens (eos banned until N);
@@ -30,6 +39,7 @@ import { MarianModel, type Precision } from '../src/marian';
 import { makeModel } from '../src/model/make-model';
 import { exportMarianOnnx } from '../src/onnx/export-marian';
 import { OrtMarian } from './ort-marian';
+import { decodeWork, Roofline, ttftWork, type Tier } from './roofline';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -44,8 +54,10 @@ const SHARED_MODEL = path.resolve(ROOT, '..', 'shared', 'models', 'marian-m30k-e
 const VAL_EN = path.resolve(ROOT, '..', 'shared', 'data', 'multi30k', 'val.en');
 
 const TIERS: Precision[] = ['fp32', 'fp16', 'int8'];
-const ORT_TIERS = ['fp32', 'int8'] as const;
+const ORT_TIERS = ['fp32', 'int8-per-channel', 'int8-per-tensor'] as const;
 type OrtTier = (typeof ORT_TIERS)[number];
+type PeerTier = OrtTier | 'tjs-fp32' | 'tjs-q8';
+const TJS_TIERS = ['tjs-fp32', 'tjs-q8'] as const;
 type Search = 'greedy' | 'beam4';
 type Metric = 'ttft_ms' | 'decode_ms_per_token' | 'sentence_ms';
 
@@ -59,7 +71,8 @@ const M30K_SENTENCES = quick ? 4 : 8;
 export interface Row {
   model: string;
   tier: Precision;
-  ort_tier: OrtTier;
+  /** The peer: ORT fp32, the faster ORT int8 variant of the row, or transformers.js. */
+  ort_tier: PeerTier;
   search: Search;
   src_len: number;
   metric: Metric;
@@ -67,6 +80,9 @@ export interface Row {
   ours_ms: number;
   ort_ms: number;
   ratio: number;
+  /** The roofline floor of ours_ms (greedy TTFT and decode rows) and ours' % of it (floor / ours). */
+  floor_ms?: number;
+  pct_of_floor?: number;
 }
 
 function median(xs: number[]): number {
@@ -104,7 +120,7 @@ function onnxDir(modelDir: string, name: string, tier: OrtTier): string {
   const stampFile = path.join(out, '.chimera-export.json');
   if (!fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp) {
     const t0 = performance.now();
-    exportMarianOnnx(modelDir, out, { int8: tier === 'int8' });
+    exportMarianOnnx(modelDir, out, { int8: tier !== 'fp32', perTensor: tier === 'int8-per-tensor' });
     fs.writeFileSync(stampFile, stamp);
     console.log(`exported ${name} ${tier} ONNX to ${out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
@@ -113,15 +129,17 @@ function onnxDir(modelDir: string, name: string, tier: OrtTier): string {
 
 interface Engine {
   name: string;
-  kind: 'ours' | 'ort';
+  kind: 'ours' | 'ort' | 'tjs';
   tier: string;
+  /** The roofline tier its floor is computed at. */
+  floorTier: Tier;
   /** Runs one generation; returns its timings. */
   run(ids: number[], opts: { beam: number; maxLength: number; minNewTokens?: number }): Promise<{ ttftMs: number; totalMs: number; tokens: number }>;
 }
 
 function oursEngine(m: MarianModel, tier: Precision): Engine {
   return {
-    name: `chimera ${tier}`, kind: 'ours', tier,
+    name: `chimera ${tier}`, kind: 'ours', tier, floorTier: tier,
     run: async (ids, o) => {
       const r = m.generate([ids], o);
       return { ttftMs: r.ttftMs, totalMs: r.totalMs, tokens: r.ids[0].length };
@@ -131,10 +149,57 @@ function oursEngine(m: MarianModel, tier: Precision): Engine {
 
 function ortEngine(m: OrtMarian, tier: OrtTier): Engine {
   return {
-    name: `ORT ${tier}`, kind: 'ort', tier,
+    name: `ORT ${tier}`, kind: 'ort', tier, floorTier: tier === 'fp32' ? 'fp32' : 'int8',
     run: async (ids, o) => {
       const r = await m.generate([ids], o);
       return { ttftMs: r.ttftMs, totalMs: r.totalMs, tokens: r.ids[0].length };
+    },
+  };
+}
+
+/** The machine's ceilings, measured once at start-up (main). */
+let roof: Roofline;
+
+type Tjs = typeof import('@huggingface/transformers');
+let tjsModule: Tjs | null | undefined;
+/** @huggingface/transformers when installed (a devDependency), else null (its rows are skipped, with the reason). */
+async function loadTjs(): Promise<Tjs | null> {
+  if (tjsModule === undefined) {
+    try {
+      tjsModule = await import('@huggingface/transformers');
+      tjsModule.env.allowRemoteModels = false;
+    } catch (e) {
+      console.log(`transformers.js rows skipped: @huggingface/transformers is not installed (${(e as Error).message.split('\n')[0]})`);
+      tjsModule = null;
+    }
+  }
+  return tjsModule;
+}
+
+type TjsModel = { generate(o: unknown): Promise<unknown>; dispose(): Promise<unknown> };
+
+/** transformers.js over an export directory's onnx/ layout: greedy, one sentence; TTFT at the first generated token. */
+async function tjsEngine(tjs: Tjs, dir: string, tier: 'tjs-fp32' | 'tjs-q8', threads: number): Promise<Engine & { model: TjsModel }> {
+  tjs.env.localModelPath = path.dirname(dir);
+  const model = (await tjs.AutoModelForSeq2SeqLM.from_pretrained(path.basename(dir), {
+    dtype: tier === 'tjs-q8' ? 'q8' : 'fp32', local_files_only: true,
+    session_options: { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' },
+  } as Parameters<Tjs['AutoModelForSeq2SeqLM']['from_pretrained']>[1])) as unknown as TjsModel;
+  return {
+    name: tier === 'tjs-q8' ? 'tjs q8' : 'tjs fp32', kind: 'tjs', tier, floorTier: tier === 'tjs-q8' ? 'int8' : 'fp32', model,
+    run: async (ids, o) => {
+      if (o.beam !== 1) throw new Error('transformers.js rows are greedy only (its num_beams does nothing)');
+      const t0 = performance.now();
+      let puts = 0, ttftMs = NaN;
+      // put() is called with the start token before the first step, then once per generated token
+      const streamer = { put: () => { if (++puts === 2) ttftMs = performance.now() - t0; }, end: () => undefined };
+      const input_ids = new tjs.Tensor('int64', BigInt64Array.from(ids, (v) => BigInt(v)), [1, ids.length]);
+      const attention_mask = new tjs.Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]);
+      const r = (await model.generate({
+        input_ids, attention_mask, max_new_tokens: o.maxLength, do_sample: false, num_beams: 1, streamer,
+        ...(o.minNewTokens ? { min_new_tokens: o.minNewTokens } : {}),
+      })) as { dims: number[] };
+      return { ttftMs, totalMs: performance.now() - t0, tokens: r.dims[1] - 1 };
     },
   };
 }
@@ -156,7 +221,8 @@ async function measure(engines: Engine[], warm: number, runs: number, once: (e: 
 }
 
 async function benchModel(name: string, dir: string, rows: Row[], sentences: number[][] | null): Promise<void> {
-  const onnx = { fp32: onnxDir(dir, name, 'fp32'), int8: onnxDir(dir, name, 'int8') };
+  const onnx = Object.fromEntries(ORT_TIERS.map((t) => [t, onnxDir(dir, name, t)])) as Record<OrtTier, string>;
+  const tjs = await loadTjs();
   const ours = new Map<Precision, MarianModel>();
   for (const tier of TIERS) ours.set(tier, await MarianModel.load(dir, { precision: tier }));
   const cfg = ours.get('fp32')!.config;
@@ -164,24 +230,54 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
     setThreads(T);
     const ort = new Map<OrtTier, OrtMarian>();
     for (const t of ORT_TIERS) ort.set(t, await OrtMarian.create(onnx[t], { threads: T }));
-    const engines: Engine[] = [
+    const base: Engine[] = [
       ...TIERS.map((t) => oursEngine(ours.get(t)!, t)),
       ...ORT_TIERS.map((t) => ortEngine(ort.get(t)!, t)),
     ];
-    const table: { metric: Metric; search: Search; S: number; med: Map<Engine, number> }[] = [];
+    const tjsEngines: (Engine & { model: TjsModel })[] = [];
+    if (tjs) {
+      tjsEngines.push(await tjsEngine(tjs, onnx.fp32, 'tjs-fp32', T));
+      tjsEngines.push(await tjsEngine(tjs, onnx['int8-per-tensor'], 'tjs-q8', T));
+    }
+    const enginesFor = (search: Search): Engine[] => (search === 'greedy' ? [...base, ...tjsEngines] : base);
+    const table: { metric: Metric; search: Search; S: number; med: Map<Engine, number>; engines: Engine[]; floors: Map<Engine, number> | null }[] = [];
+    /** The floor of each engine's figure (greedy TTFT and decode only). */
+    const floorsOf = (metric: Metric, search: Search, S: number, engines: Engine[]): Map<Engine, number> | null => {
+      if (search !== 'greedy' || metric === 'sentence_ms') return null;
+      return new Map(engines.map((e) => [e, roof.floorMs(metric === 'ttft_ms' ? ttftWork(cfg, e.floorTier, S) : decodeWork(cfg, e.floorTier, S, NEW_TOKENS / 2), e.floorTier, T)]));
+    };
     const record = (metric: Metric, search: Search, S: number, med: Map<Engine, number>) => {
-      table.push({ metric, search, S, med });
-      for (const o of engines.filter((e) => e.kind === 'ours'))
-        for (const r of engines.filter((e) => e.kind === 'ort')) {
+      const engines = [...med.keys()];
+      const floors = floorsOf(metric, search, S, engines);
+      table.push({ metric, search, S, med, engines, floors });
+      const ort = (t: OrtTier) => engines.find((e) => e.kind === 'ort' && e.tier === t)!;
+      const fasterInt8 = [ort('int8-per-channel'), ort('int8-per-tensor')].sort((a, b) => med.get(a)! - med.get(b)!)[0];
+      for (const o of engines.filter((e) => e.kind === 'ours')) {
+        const peers: Engine[] = [o.tier === 'int8' ? fasterInt8 : ort('fp32')];
+        const tj = engines.find((e) => e.kind === 'tjs' && e.tier === (o.tier === 'int8' ? 'tjs-q8' : 'tjs-fp32'));
+        if (tj && o.tier !== 'fp16') peers.push(tj);
+        if (o.tier === 'int8') peers.push(ort('fp32')); // int8 against ORT fp32 as well
+        for (const r of peers) {
           const a = med.get(o)!, b = med.get(r)!;
-          rows.push({ model: name, tier: o.tier as Precision, ort_tier: r.tier as OrtTier, search, src_len: S, metric, threads: T, ours_ms: a, ort_ms: b, ratio: a / b });
+          const fl = floors?.get(o);
+          rows.push({
+            model: name, tier: o.tier as Precision, ort_tier: r.tier as PeerTier, search, src_len: S, metric, threads: T, ours_ms: a, ort_ms: b, ratio: a / b,
+            ...(fl !== undefined ? { floor_ms: fl, pct_of_floor: (100 * fl) / a } : {}),
+          });
         }
-      const cells = engines.map((e) => `${e.name} ${med.get(e)!.toFixed(2)}`).join(' | ');
+      }
+      const cells = engines.map((e) => `${e.name} ${med.get(e)!.toFixed(2)}${floors ? ` (${((100 * floors.get(e)!) / med.get(e)!).toFixed(0)}%)` : ''}`).join(' | ');
       console.log(`  ${metric.padEnd(19)} ${search.padEnd(6)} S=${String(S).padEnd(4)} ${cells}`);
+      if (floors) {
+        const byTier = new Map<Tier, number>();
+        for (const e of engines) byTier.set(e.floorTier, floors.get(e)!);
+        console.log(`  ${''.padEnd(19)} ${''.padEnd(6)} ${''.padEnd(6)} floor: ${[...byTier].map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')} ms (in parentheses: % of floor)`);
+      }
     };
     console.log(`\n${name}, ${T} thread${T > 1 ? 's' : ''} (medians, ms):`);
     for (const search of ['greedy', 'beam4'] as Search[]) {
       const beam = search === 'greedy' ? 1 : 4;
+      const engines = enginesFor(search);
       for (const S of SRC_LENS) {
         const ids = source(S, cfg.vocabSize, cfg.eosId, 1000 + S);
         record('ttft_ms', search, S, await measure(engines, WARM, TTFT_RUNS, async (e) => (await e.run(ids, { beam, maxLength: 1 })).ttftMs));
@@ -210,14 +306,21 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
         }));
       }
     }
-    // the ratio table for this thread count: ours / ORT, same-tier and int8 vs fp32
-    console.log(`  ratio ours/ORT (< 1: chimera faster):`);
+    // the ratio table for this thread count: ours / peer; int8 against the faster ORT int8 variant, named
+    console.log(`  ratio ours/peer (< 1: chimera faster):`);
     for (const r of table) {
-      const e = (kind: string, tier: string) => engines.find((x) => x.kind === kind && x.tier === tier)!;
-      const q = (a: string, b: string) => (r.med.get(e('ours', a))! / r.med.get(e('ort', b))!).toFixed(2);
-      console.log(`    ${r.metric.padEnd(19)} ${r.search.padEnd(6)} S=${String(r.S).padEnd(4)} int8/ORT-int8 ${q('int8', 'int8')}  int8/ORT-fp32 ${q('int8', 'fp32')}  fp32/ORT-fp32 ${q('fp32', 'fp32')}  fp16/ORT-fp32 ${q('fp16', 'fp32')}`);
+      const e = (kind: string, tier: string) => r.engines.find((x) => x.kind === kind && x.tier === tier);
+      const q = (a: string, kind: string, b: string) => {
+        const x = e('ours', a), y = e(kind, b);
+        return x && y ? (r.med.get(x)! / r.med.get(y)!).toFixed(2) : '-';
+      };
+      const pc = r.med.get(e('ort', 'int8-per-channel')!)!, pt = r.med.get(e('ort', 'int8-per-tensor')!)!;
+      const best = pt < pc ? 'int8-per-tensor' : 'int8-per-channel';
+      const tj = e('tjs', 'tjs-q8') ? `  int8/tjs-q8 ${q('int8', 'tjs', 'tjs-q8')}  fp32/tjs-fp32 ${q('fp32', 'tjs', 'tjs-fp32')}` : '';
+      console.log(`    ${r.metric.padEnd(19)} ${r.search.padEnd(6)} S=${String(r.S).padEnd(4)} int8/ORT-${best} ${q('int8', 'ort', best)}  int8/ORT-fp32 ${q('int8', 'ort', 'fp32')}  fp32/ORT-fp32 ${q('fp32', 'ort', 'fp32')}  fp16/ORT-fp32 ${q('fp16', 'ort', 'fp32')}${tj}`);
     }
     for (const o of ort.values()) await o.release();
+    for (const t of tjsEngines) await t.model.dispose();
   }
 }
 
@@ -226,6 +329,8 @@ async function main(): Promise<void> {
   const ortVersion = (JSON.parse(fs.readFileSync(require.resolve('onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
   console.log(`chimera isa ${getIsa()}, onnxruntime-node ${ortVersion}, node ${process.version}, cpu ${os.cpus()[0]?.model} x${os.cpus().length}`);
   console.log(`threads ${threadList.join(',')}; ${TTFT_RUNS} TTFT rounds, ${DECODE_RUNS} decode rounds after warm-up; ${NEW_TOKENS} new tokens; ratio = ours / ORT`);
+  roof = Roofline.measure(threadList);
+  console.log(roof.describe());
   const rows: Row[] = [];
   if (modelList.includes('opus')) await benchModel('opus-mt-en-de-geometry', await opusDir(), rows, null);
   if (modelList.includes('m30k')) {
@@ -243,7 +348,12 @@ async function main(): Promise<void> {
     fs.mkdirSync(path.dirname(path.resolve(jsonOut)), { recursive: true });
     fs.writeFileSync(jsonOut, JSON.stringify({
       ort_version: ortVersion, threads: threadList, isa: getIsa(), cpu: os.cpus()[0]?.model, node: process.version,
-      new_tokens: NEW_TOKENS, ratio: 'ours_ms / ort_ms', rows,
+      new_tokens: NEW_TOKENS, ratio: 'ours_ms / ort_ms', int8_peer: 'the faster ORT int8 variant of each row (ort_tier)',
+      roofline: {
+        int8_kind: roof.machine.int8Kind, int8_gmacs_per_core: roof.machine.int8, fp32_gflops_per_core: roof.machine.fp32,
+        cache_gbs: Object.fromEntries(roof.machine.cacheGBs), dram_gbs: Object.fromEntries(roof.machine.dramGBs),
+      },
+      rows,
     }, null, 2));
     console.log(`wrote ${jsonOut}`);
   }

@@ -75,6 +75,8 @@ export interface NativeBinding {
   ): void;
   /** Multiply-adds per second / 1e9 of one core on independent chains of the given kind. */
   peakProbe(kind: 'vnni' | 'avx2-int8' | 'fma' | 'avxvnni', ms: number): number;
+  /** Streaming read bandwidth, GB/s (1e9 bytes/s), of `threads` threads (default 1) over a buffer of `bytes`, for about `ms`. */
+  bandwidthProbe(bytes: number, ms: number, threads?: number): number;
   /** The calling thread's nice value (Linux: per thread; threads it starts inherit it). False where unsupported. */
   setThreadNice(nice: number): boolean;
   allocArena(bytes: number): ArrayBuffer;

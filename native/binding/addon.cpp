@@ -1105,6 +1105,19 @@ Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, rate / 1e9);
 }
 
+// bandwidthProbe(bytes, ms, threads = 1) -> streaming read bandwidth in GB/s (1e9 bytes/s) over a buffer of `bytes`
+Napi::Value BandwidthProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = num(info, 0), ms = num(info, 1);
+  const double threads = info.Length() > 2 && !info[2].IsUndefined() ? num(info, 2) : 1;
+  if (!(bytes >= 4096 && bytes <= 64.0 * (1ull << 30))) throw_code(env, "E_RANGE", "bytes must be in 4096..64 GiB");
+  if (!(ms >= 1 && ms <= 10000)) throw_code(env, "E_RANGE", "ms must be in 1..10000");
+  if (!(threads >= 1 && threads <= 256 && threads == static_cast<int>(threads))) throw_code(env, "E_RANGE", "threads must be an integer in 1..256");
+  const double rate = bandwidth_probe(static_cast<size_t>(bytes), ms, static_cast<int>(threads));
+  if (rate < 0) throw_code(env, "E_NOMEM", "could not allocate the probe buffer");
+  return Napi::Number::New(env, rate / 1e9);
+}
+
 // setThreadNice(nice): the calling thread's scheduling priority (and that of the pool threads it starts later).
 Napi::Value SetThreadNice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1165,6 +1178,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("topkRows", Napi::Function::New(env, guarded<TopkRows>));
   exports.Set("decodeAttention", Napi::Function::New(env, guarded<DecodeAttentionFn>));
   exports.Set("peakProbe", Napi::Function::New(env, guarded<PeakProbe>));
+  exports.Set("bandwidthProbe", Napi::Function::New(env, guarded<BandwidthProbe>));
   exports.Set("setThreadNice", Napi::Function::New(env, guarded<SetThreadNice>));
   return exports;
 }

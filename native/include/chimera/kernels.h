@@ -124,6 +124,10 @@ void decode_attention(const DecodeAttention& a, size_t rows);
 // Multiply-adds per second of one core on independent chains: kind 0 VNNI (AVX-512), 1 AVX2 int8, 2 fp32 FMA
 // (on the best vector ISA), 3 AVX-VNNI (VEX, 256-bit). Runs for about `ms`; returns a negative value when this CPU cannot run that kind.
 double peak_probe(int kind, double ms);
+// Bytes per second that `threads` threads (1: the caller alone) read from a buffer of `bytes` (each its own
+// slice, pass after pass, for about `ms`): cache bandwidth below the last-level cache size, DRAM above. Negative on
+// bad arguments or when the buffer cannot be allocated. native/src/probe.cpp.
+double bandwidth_probe(size_t bytes, double ms, int threads);
 
 // ---- dispatch
 Isa current_isa();
