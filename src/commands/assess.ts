@@ -1,7 +1,7 @@
 /**
  * `chimera assess --model DIR [--src F --ref F] [--out DIR]`: the assessment a performance engineer hands over.
  * Every chimera tier (fp32, fp16, int8) and stock onnxruntime-node on the same weights (fp32, and int8 as
- * quantize_dynamic emits it; exported by src/onnx/export-marian.ts, run by src/onnx/ort-marian.ts with the same
+ * quantize_dynamic emits it with per-channel and with per-tensor weight scales, each with its BLEU; exported by src/onnx/export-marian.ts, run by src/onnx/ort-marian.ts with the same
  * search) translate the same sentences one at a time, interleaved sentence by sentence, at the same thread count.
  * Reported per engine: TTFT p50/p95, sentence latency p50/p95, sequential and concurrent QPS, BLEU (with --ref) beside the fp32
  * control, agreement with the fp32 control, load time and peak memory (each engine alone in a child process);
@@ -71,7 +71,8 @@ const BUILTIN_SOURCES = [
 ];
 
 const TIERS: Precision[] = ['fp32', 'fp16', 'int8'];
-const ORT_TIERS = ['fp32', 'int8'] as const;
+/** onnxruntime int8 both ways quantize_dynamic writes it: per-channel and per-tensor weight scales (its default). */
+const ORT_TIERS = ['fp32', 'int8', 'int8-per-tensor'] as const;
 /** The ORT tier each chimera tier is compared with (ORT has no fp16 tier on CPU: fp16 weights are compared with fp32). */
 const ORT_PEER: Record<Precision, (typeof ORT_TIERS)[number]> = { fp32: 'fp32', fp16: 'fp32', int8: 'int8' };
 
@@ -239,7 +240,7 @@ export async function assessCommand(a: CommandArgs): Promise<number> {
     for (const [i, tier] of ORT_TIERS.entries()) {
       ui.update('exporting ONNX', i, ORT_TIERS.length);
       onnxDirs[tier] = path.join(scratch, tier);
-      exportMarianOnnx(modelDir, onnxDirs[tier], { int8: tier === 'int8' });
+      exportMarianOnnx(modelDir, onnxDirs[tier], { int8: tier !== 'fp32', perTensor: tier === 'int8-per-tensor', merged: false });
       const tl = performance.now();
       orts.set(tier, await ort.OrtMarian.create(onnxDirs[tier], { threads }));
       loadMs.set(`onnxruntime:${tier}`, performance.now() - tl);
