@@ -37,7 +37,7 @@ describe('chimera assess', () => {
     expect(rep.sentences).toBe(4);
     expect(rep.threads).toBe(1);
     expect(rep.engines.map((e: { engine: string; tier: string }) => `${e.engine}:${e.tier}`)).toEqual([
-      'chimera:fp32', 'chimera:fp16', 'chimera:int8', 'onnxruntime:fp32', 'onnxruntime:int8',
+      'chimera:fp32', 'chimera:fp16', 'chimera:int8', 'onnxruntime:fp32', 'onnxruntime:int8', 'onnxruntime:int8-per-tensor',
     ]);
     for (const e of rep.engines) {
       expect(e.ttft_p50_ms).toBeGreaterThan(0);
@@ -49,7 +49,7 @@ describe('chimera assess', () => {
     }
     // onnxruntime fp32 runs the same function as chimera fp32
     expect(rep.engines[3].same_as_fp32).toBe(1);
-    expect(rep.comparisons).toHaveLength(6);
+    expect(rep.comparisons).toHaveLength(9); // 3 chimera tiers x 3 onnxruntime tiers
     const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
     expect(md).toContain('| onnxruntime | int8 |');
     expect(md).toContain('TTFT p95');
