@@ -441,3 +441,30 @@ describe('Translator: batching, cache, abort, back-pressure, threads', () => {
     }
   });
 });
+
+describe.skipIf(process.platform !== 'linux')('lowPriority', () => {
+  /** Nice values of this process's threads, from /proc (field 19 of each task's stat). */
+  const nices = (): number[] => {
+    const { readdirSync, readFileSync: read } = require('node:fs') as typeof import('node:fs');
+    return readdirSync('/proc/self/task').flatMap((tid) => {
+      try {
+        const stat = read(`/proc/self/task/${tid}/stat`, 'utf8');
+        return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+      } catch {
+        return [];
+      }
+    });
+  };
+  it("runs a Translator's worker and pool threads at nice 19, and leaves the others alone", async () => {
+    const before = nices().filter((n) => n === 19).length;
+    const t = await Translator.load(MODEL_DIR, { lowPriority: true, threads: 2, cacheBytes: 0 });
+    try {
+      await t.translate(SENTENCES.slice(0, 4)); // starts the pool
+      const low = nices().filter((n) => n === 19).length - before;
+      expect(low, 'the worker thread and its pool thread').toBeGreaterThanOrEqual(2);
+      expect(nices().filter((n) => n === 0).length, 'the main thread keeps its priority').toBeGreaterThan(0);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -59,10 +59,15 @@ export interface TranslatorLoadOptions extends MarianLoadOptions {
   cacheTiers?: SentenceCacheTier[];
   /** Split texts into sentences (so known ones come from the cache). Default true. */
   splitSentences?: boolean;
+  /**
+   * Run this Translator's threads at the lowest scheduling priority (Linux; elsewhere ignored): background work
+   * that must not slow other Translators in the process, such as the quality guard's control. Default false.
+   */
+  lowPriority?: boolean;
   /** The live quality guard (off when unset): shadows served sentences through a full-precision control. */
   qualityGuard?: QualityGuardOptions;
 }
-const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard'] as const;
+const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard', 'lowPriority'] as const;
 
 export interface TranslationResult {
   text: string;
@@ -313,14 +318,15 @@ export class Translator extends EventEmitter {
     if (opts.cacheTiers !== undefined && !(Array.isArray(opts.cacheTiers) && opts.cacheTiers.every((t) => t && typeof t.get === 'function' && typeof t.set === 'function' && typeof t.name === 'string')))
       throw new ChimeraError('E_ARG', 'cacheTiers must be an array of { name, get(keys), set(entries) }');
     if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw new ChimeraError('E_ARG', 'onProgress must be a function (done, total)');
-    const { onProgress, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, qualityGuard, ...load } = opts;
+    const { onProgress, cacheTiers: _t, maxQueue: _q, cacheBytes: _c, splitSentences: _s, maxSlots: _a, maxSourceTokens: _b, maxStateBytes: _d, encodeChunkTokens: _e, qualityGuard, lowPriority, ...load } = opts;
+    if (lowPriority !== undefined && typeof lowPriority !== 'boolean') throw new ChimeraError('E_ARG', 'lowPriority must be a boolean');
     const source = path.resolve(model);
     if (qualityGuard !== undefined) {
       const g = checkGuardOptions(qualityGuard);
       if (g.action === 'escalate' && !fs.statSync(source).isDirectory())
         throw new ChimeraError('E_ARG', `qualityGuard.action 'escalate' re-quantises from the original weights: ${source} must be a model directory, not a packed file`);
     }
-    const wo: WorkerOptions = { load, scheduler: sched };
+    const wo: WorkerOptions = { load, scheduler: sched, ...(lowPriority ? { lowPriority } : {}) };
     const { worker, loaded } = await spawnEngine(source, onProgress ? { ...wo, progress: true } : wo, onProgress);
     const t = new Translator(worker, loaded, source, wo, { ...opts, maxQueue: opts.maxQueue ?? DEFAULTS.maxQueue, splitSentences: opts.splitSentences ?? true });
     if (qualityGuard !== undefined) t.guard = new QualityGuard(t.guardHost(), qualityGuard, t.modelInfo.precision);
@@ -335,7 +341,7 @@ export class Translator extends EventEmitter {
       layers: this.modelInfo.layers,
       emit: (event: string, payload: unknown) => this.emit(event, payload),
       loadControl: async (precision: Precision, threads: number, maxQueue: number): Promise<GuardControl> => {
-        const c = await Translator.load(this.modelInfo.source, { precision, threads, cacheBytes: 0, splitSentences: false, maxQueue });
+        const c = await Translator.load(this.modelInfo.source, { precision, threads, cacheBytes: 0, splitSentences: false, maxQueue, lowPriority: true });
         return {
           translate: async (sentence, o) => (await c.translate(sentence, o as TranslateOptions))[0].text,
           sensitivity: (sentences) => c.measureSensitivity(sentences),

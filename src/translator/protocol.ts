@@ -16,6 +16,8 @@ export interface WorkerOptions {
   load: Omit<MarianLoadOptions, 'onProgress'>;
   /** Send a `progress` message while weights are packed. */
   progress?: boolean;
+  /** Run this worker's threads at the lowest scheduling priority (background work: the guard's control). */
+  lowPriority?: boolean;
   scheduler: SchedulerOptions;
 }
 

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from '../errors';
 import { getThreads } from '../kernels';
+import { native } from '../native';
 import { MarianModel } from '../marian';
 import { Scheduler } from '../engine/scheduler';
 import { wallNow, type Reply, type Request, type WorkerOptions } from './protocol';
@@ -18,12 +19,20 @@ function errorReply(id: number, e: unknown): Reply {
   return { type: 'error', id, code: err?.code ?? 'E_NATIVE', message: err?.message ?? String(e), ...(err?.reason ? { reason: err.reason } : {}) };
 }
 
+/**
+ * The nice value of a low-priority worker: the weakest CFS weight (15 against 1024 at nice 0), so under contention
+ * it gets about 1.5 % of a core and otherwise all the idle time.
+ */
+const LOW_PRIORITY_NICE = 19;
+
 /** Stats are sent at most this often while busy (ms): often enough for a scrape, cheap next to a step. */
 const STATS_INTERVAL_MS = 25;
 
 async function main(): Promise<void> {
   const { dir, opts } = workerData as { dir: string; opts: WorkerOptions };
   let model: MarianModel;
+  // Before anything starts the thread pool: its threads inherit this thread's priority.
+  if (opts.lowPriority) native().setThreadNice(LOW_PRIORITY_NICE);
   try {
     const onProgress = opts.progress ? (done: number, total: number) => port!.postMessage({ type: 'progress', done, total } satisfies Reply) : undefined;
     model = await MarianModel.load(dir, { ...opts.load, ...(onProgress ? { onProgress } : {}) });
