@@ -2,14 +2,14 @@
  * `chimera assess` end to end on the tiny make-model model (dist/cli.js, built by the global setup): the report
  * files exist and hold every engine, every comparison and the memory probes.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeModel } from '../src/model/make-model';
+import { onnxruntimeMissing } from '../src/commands/assess';
+import { chimera, ROOT } from './helpers/cli';
 
-const ROOT = path.join(__dirname, '..');
 const dirs: string[] = [];
 const tmp = () => {
   const d = fs.mkdtempSync(path.join(tmpdir(), 'chimera-assess-test-'));
@@ -28,10 +28,10 @@ describe('chimera assess', () => {
     fs.writeFileSync(path.join(data, 'src.txt'), 'a dog runs\n\nthe cat sleeps on the mat\ntwo men talk\nhello world\n');
     fs.writeFileSync(path.join(data, 'ref.txt'), 'ein hund rennt\n\ndie katze schläft\nzwei männer reden\nhallo welt\n');
     const out = path.join(tmp(), 'report');
-    const r = spawnSync(process.execPath, [
-      path.join(ROOT, 'dist', 'cli.js'), 'assess', '--model', model, '--src', path.join(data, 'src.txt'), '--ref', path.join(data, 'ref.txt'),
+    const r = chimera([
+      'assess', '--model', model, '--src', path.join(data, 'src.txt'), '--ref', path.join(data, 'ref.txt'),
       '--out', out, '--beam', '2', '--max-length', '6', '--threads', '1',
-    ], { encoding: 'utf8', timeout: 120_000 });
+    ], { timeout: 120_000 });
     expect(r.status, r.stderr).toBe(0);
     const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
     expect(rep.sentences).toBe(4);
@@ -60,13 +60,19 @@ describe('chimera assess', () => {
   });
 
   it('refuses a missing model and --ref without --src', () => {
-    const cli = path.join(ROOT, 'dist', 'cli.js');
-    const a = spawnSync(process.execPath, [cli, 'assess', '--model', path.join(ROOT, 'no-such-model')], { encoding: 'utf8' });
+    const a = chimera(['assess', '--model', path.join(ROOT, 'no-such-model')]);
     expect(a.status).toBe(1);
     expect(a.stderr).toContain('[E_MODEL] model path');
     expect(a.stderr).toContain('no-such-model');
-    const b = spawnSync(process.execPath, [cli, 'assess', '--model', ROOT, '--ref', 'x'], { encoding: 'utf8' });
+    const b = chimera(['assess', '--model', ROOT, '--ref', 'x']);
     expect(b.status).toBe(1);
     expect(b.stderr).toContain('--ref needs --src');
+  });
+
+  it('names the offline-safe onnxruntime-node install when it cannot be loaded', () => {
+    const e = onnxruntimeMissing(new Error("Cannot find module 'onnxruntime-node'\nRequire stack: ..."));
+    expect(e.code).toBe('E_ARG');
+    expect(e.message).toContain('--onnxruntime-node-install=skip');
+    expect(e.message).not.toContain('Require stack');
   });
 });

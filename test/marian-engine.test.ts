@@ -6,7 +6,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { corpusBleu } from '../src/bleu';
 import { MarianModel } from '../src/marian';
 import { makeModel } from '../src/model/make-model';
@@ -79,7 +79,11 @@ describe('fp32 engine vs the fp64 reference on tiny random models', () => {
     describe(`seed ${seed}`, () => {
       let ref: MarianRefModel;
       let engine: MarianModel;
-      const rng = new TestRng(100 + seed);
+      // each test draws from its own stream, so it gives the same inputs alone (vitest -t) and in any order
+      let rng: TestRng;
+      beforeEach(() => {
+        rng = new TestRng(100 + seed);
+      });
       beforeAll(async () => {
         const out = mkdtempSync(join(tmpdir(), `chimera-tiny-${seed}-`));
         dirs.push(out);
@@ -161,8 +165,16 @@ describe.skipIf(!HAVE_SHARED)('engine on the shared model (marian-m30k-en-de)', 
   let valEn: string[];
   let valDe: string[];
   let refGreedy: string[];
-  let srcIds: number[][];
-  let greedyIds: number[][];
+  let srcIds: number[][] | undefined;
+  let greedyIds: number[][] | undefined;
+  /** fp32 greedy over the val slice, computed by whichever test needs it first (each test can run alone). */
+  const greedy = (): { srcIds: number[][]; greedyIds: number[][] } => {
+    if (!srcIds || !greedyIds) {
+      srcIds = valEn.map((l) => tok.encode!(l));
+      greedyIds = generateInBatches(fp32, srcIds, 50, 1);
+    }
+    return { srcIds, greedyIds };
+  };
 
   beforeAll(async () => {
     fp32 = await MarianModel.load(MODEL_DIR, { precision: 'fp32' });
@@ -184,8 +196,7 @@ describe.skipIf(!HAVE_SHARED)('engine on the shared model (marian-m30k-en-de)', 
 
   it('fp32 greedy over the first 200 val lines reproduces val200.greedy.de (>= 99%) and its BLEU', (ctx) => {
     if (!tok.encode) ctx.skip(); // needs @huggingface/tokenizers for the source ids
-    srcIds = valEn.map((l) => tok.encode!(l));
-    greedyIds = generateInBatches(fp32, srcIds, 50, 1);
+    const { greedyIds } = greedy();
     const hyps = greedyIds.map((ids) => tok.decode(ids));
     const same = hyps.filter((h, i) => h === refGreedy[i]).length;
     expect(same / N_VAL, `${same} of ${N_VAL} lines identical`).toBeGreaterThanOrEqual(0.99);
@@ -197,7 +208,8 @@ describe.skipIf(!HAVE_SHARED)('engine on the shared model (marian-m30k-en-de)', 
   });
 
   it('batched greedy equals one-by-one greedy', (ctx) => {
-    if (!greedyIds) ctx.skip();
+    if (!tok.encode) ctx.skip(); // needs @huggingface/tokenizers for the source ids
+    const { srcIds, greedyIds } = greedy();
     const n = 40;
     const single = srcIds.slice(0, n).map((ids) => fp32.generate([ids], { beam: 1 }).ids[0]);
     expect(single, 'one-by-one vs batches of 50').toEqual(greedyIds.slice(0, n));
@@ -205,7 +217,8 @@ describe.skipIf(!HAVE_SHARED)('engine on the shared model (marian-m30k-en-de)', 
   });
 
   it('int8 and fp16 agree with fp32 top-1 under teacher forcing at >= 99% of positions', async (ctx) => {
-    if (!greedyIds) ctx.skip();
+    if (!tok.encode) ctx.skip(); // needs @huggingface/tokenizers for the source ids
+    const { srcIds, greedyIds } = greedy();
     const V = fp32.config.vocabSize;
     const banned = [fp32.config.padId];
     // fp32's own greedy output as the forced prefix: every position is one the engine really visits.
@@ -228,7 +241,8 @@ describe.skipIf(!HAVE_SHARED)('engine on the shared model (marian-m30k-en-de)', 
   });
 
   it('beam 4 BLEU >= greedy BLEU, and batched beam equals one-by-one beam', (ctx) => {
-    if (!greedyIds) ctx.skip();
+    if (!tok.encode) ctx.skip(); // needs @huggingface/tokenizers for the source ids
+    const { srcIds, greedyIds } = greedy();
     const beamIds = generateInBatches(fp32, srcIds, 50, 4);
     const beamBleu = corpusBleu(beamIds.map((ids) => tok.decode(ids)), [valDe]);
     const greedyBleu = corpusBleu(greedyIds.map((ids) => tok.decode(ids)), [valDe]);

@@ -84,16 +84,19 @@ describe.skipIf(!HAVE_DATA)('evaluate and the quality gate (shared model, val sl
   let src: string[];
   let ref: string[];
   let fp32Hyps: string[];
+  let fp32Eval: ReturnType<typeof evaluate>;
 
+  // Every test here reads what beforeAll computed, so each runs alone (vitest -t) and in any order.
   beforeAll(async () => {
     fp32 = await MarianModel.load(MODEL_DIR, { precision: 'fp32' });
     src = readFileSync(join(DATA, 'val.en'), 'utf8').split('\n').slice(0, N);
     ref = readFileSync(join(DATA, 'val.de'), 'utf8').split('\n').slice(0, N);
+    fp32Eval = evaluate(fp32, src, ref, { batchSize: 16 });
+    fp32Hyps = fp32Eval.hyps;
   });
 
   it('evaluate: the same translations as one-by-one generate, scored with corpusBleu; speed figures', () => {
-    const r = evaluate(fp32, src, ref, { batchSize: 16 });
-    fp32Hyps = r.hyps;
+    const r = fp32Eval;
     const tok = fp32.tokenizer!;
     for (const i of [0, 1, 17, 63, 99]) expect(r.hyps[i], `line ${i}`).toBe(tok.decode(fp32.generate([tok.encode(src[i])]).ids[0]));
     expect(r.bleu.score).toBe(corpusBleu(r.hyps, [ref]).score);
@@ -116,7 +119,6 @@ describe.skipIf(!HAVE_DATA)('evaluate and the quality gate (shared model, val sl
   });
 
   it('budget 0 where int8 changes translations: the gate climbs past int8 to a configuration with no BLEU loss', async () => {
-    expect(fp32Hyps, 'needs the evaluate test').toBeDefined();
     // fp32's own output as the reference: fp32 scores 100 and any changed sentence costs BLEU, so int8
     // everywhere (which changes 7 of these 100 translations) cannot meet a zero budget.
     const dir = mkdtempSync(join(tmpdir(), 'chimera-gate-'));

@@ -140,9 +140,16 @@ export function parseCommand(spec: CommandSpec, argv: string[], environ: NodeJS.
   const opts = allOptions(spec);
   let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
+  // A negative number after a numeric flag is its value (parseArgs would take `-1` for an option).
+  const numeric = new Set(opts.filter((o) => o.kind === 'int' || o.kind === 'number').map((o) => `--${o.flag}`));
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (numeric.has(argv[i]) && i + 1 < argv.length && /^-(\d|\.\d|Infinity)/.test(argv[i + 1])) args.push(`${argv[i]}=${argv[++i]}`);
+    else args.push(argv[i]);
+  }
   try {
     ({ values, positionals } = parseArgs({
-      args: argv,
+      args,
       options: Object.fromEntries(opts.map((o) => [o.flag, { type: o.kind === 'boolean' ? 'boolean' : 'string', ...(o.short ? { short: o.short } : {}) }])) as Record<string, { type: 'string' | 'boolean'; short?: string }>,
       strict: true,
       allowPositionals: true,
