@@ -4,12 +4,13 @@
  * saved and reloaded, must give the same logits; and tuning an fp32 model against an fp32 control must leave
  * gamma/beta where they were (the closed-form fit recovers the exact parameters when inputs match).
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { heldoutVerdict } from '../src/commands/tune-ln';
 import { MarianModel } from '../src/marian';
+import { chimera } from './helpers/cli';
 import { activationMse, controlDecoderInputs, restoreLayerNorms, tuneLayerNorms, type TuneLnResult } from '../src/quality/tune-ln';
 
 const MODEL_DIR = join(__dirname, '..', 'models', 'marian-m30k-en-de');
@@ -140,7 +141,7 @@ describe('chimera tune-ln', () => {
       const tok = f.tokenizer!;
       writeFileSync(ref, lines.slice(50, 58).map((l) => tok.decode(f.generate([tok.encode(l)]).ids[0])).join('\n') + '\n');
       const args = ['tune-ln', '--model', MODEL, '--calib', calib, '--heldout-src', src, '--heldout-ref', ref, '--out', out, '--report', join(dir, 'r.json')];
-      const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+      const r = chimera(args);
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toMatch(/held-out BLEU on 8 sentences/);
       expect(r.stdout).toMatch(/reloaded: identical logits/);
@@ -149,13 +150,53 @@ describe('chimera tune-ln', () => {
       expect(rep.perNorm).toHaveLength(f.layerNorms().length);
       const back = await MarianModel.load(out);
       expect(back.precision.encoder).toBe('int8');
+      expect(rep.written).toBe(true);
       // Misaligned held-out files are refused.
       writeFileSync(ref, 'nur eine Zeile\n');
-      const bad = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+      const bad = chimera(args);
       expect(bad.status).toBe(1);
       expect(bad.stderr).toMatch(/E_INPUT/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('tuning that lowers held-out BLEU is said loudly and not written without --force', async (ctx) => {
+    const dir = mkdtempSync(join(tmpdir(), 'chimera-tune-ln-worse-'));
+    try {
+      const lines = sentences();
+      const calib = join(dir, 'calib.en'), src = join(dir, 'held.en'), ref = join(dir, 'held.de'), out = join(dir, 'tuned.chimera');
+      writeFileSync(calib, lines.slice(0, 8).join('\n') + '\n');
+      writeFileSync(src, lines.slice(50, 90).join('\n') + '\n');
+      // The untuned int8 model's own output as the references: it scores 100, so any change tuning makes costs BLEU.
+      const q = await MarianModel.load(MODEL, { precision: 'int8' });
+      const tok = q.requireTokenizer();
+      writeFileSync(ref, lines.slice(50, 90).map((l) => tok.decode(q.generate([tok.encode(l)]).ids[0])).join('\n') + '\n');
+      const args = ['tune-ln', '--model', MODEL, '--calib', calib, '--heldout-src', src, '--heldout-ref', ref, '--out', out, '--report', join(dir, 'r.json')];
+      const r = chimera(args);
+      const rep = JSON.parse(readFileSync(join(dir, 'r.json'), 'utf8'));
+      if (rep.worse === null) ctx.skip(); // tuning changed none of the 40 translations: nothing to refuse
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/WARNING: layer-norm tuning made int8 WORSE on the held-out set \(held-out BLEU went down: 100\.00 -> /);
+      expect(r.stderr).toContain('was NOT written');
+      expect(rep.written).toBe(false);
+      expect(existsSync(out)).toBe(false);
+      const forced = chimera([...args, '--force']);
+      expect(forced.status, forced.stderr).toBe(0);
+      expect(forced.stderr).toContain('writing');
+      expect(existsSync(out)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('heldoutVerdict', () => {
+  it('BLEU decides when there are references, else the held-out activation error', () => {
+    expect(heldoutVerdict({ bleuBefore: 30.83, bleuAfter: 30.28, mseBefore: 2, mseAfter: 1 })).toBe('held-out BLEU went down: 30.83 -> 30.28');
+    expect(heldoutVerdict({ bleuBefore: 30.28, bleuAfter: 30.28, mseBefore: 1, mseAfter: 2 })).toBeNull();
+    expect(heldoutVerdict({ mseBefore: 1e-3, mseAfter: 2e-3 })).toMatch(/activation error went up: 1\.000e-3 -> 2\.000e-3/);
+    expect(heldoutVerdict({ mseBefore: 2e-3, mseAfter: 1e-3 })).toBeNull();
+    expect(heldoutVerdict({})).toBeNull();
   });
 });

@@ -36,6 +36,18 @@ export const TUNE_LN: CommandSpec = {
   run: tuneLnCommand,
 };
 
+/**
+ * Why the tuned model is worse on the held-out set, or null when it is not (or nothing was measured): BLEU when
+ * there are references, else the held-out activation error.
+ */
+export function heldoutVerdict(m: { bleuBefore?: number; bleuAfter?: number; mseBefore?: number; mseAfter?: number }): string | null {
+  if (m.bleuBefore !== undefined && m.bleuAfter !== undefined)
+    return m.bleuAfter < m.bleuBefore ? `held-out BLEU went down: ${m.bleuBefore.toFixed(2)} -> ${m.bleuAfter.toFixed(2)}` : null;
+  if (m.mseBefore !== undefined && m.mseAfter !== undefined && m.mseAfter > m.mseBefore)
+    return `held-out activation error went up: ${fmt(m.mseBefore)} -> ${fmt(m.mseAfter)}`;
+  return null;
+}
+
 function translateAll(m: MarianModel, srcIds: (number[] | null)[], beam: number): number[][] {
   return generateBatched(m, srcIds, { beam });
 }
@@ -139,9 +151,7 @@ export async function tuneLnCommand(a: CommandArgs): Promise<number> {
 
   // Tuning that made held-out quality worse is not written without --force (BLEU when there are references,
   // else the held-out activation error).
-  const worse = bF?.bleu && bQ0?.bleu && bQ1?.bleu
-    ? bQ1.bleu.score < bQ0.bleu.score ? `held-out BLEU went down: ${bQ0.bleu.score.toFixed(2)} -> ${bQ1.bleu.score.toFixed(2)}` : null
-    : mse0 && mse1 && mse1.mean > mse0.mean ? `held-out activation error went up: ${fmt(mse0.mean)} -> ${fmt(mse1.mean)}` : null;
+  const worse = heldoutVerdict({ bleuBefore: bQ0?.bleu?.score, bleuAfter: bQ1?.bleu?.score, mseBefore: mse0?.mean, mseAfter: mse1?.mean });
   report.worse = worse;
   if (worse) {
     process.stderr.write(`\nWARNING: layer-norm tuning made ${precision} WORSE on the held-out set (${worse}).\n`);
