@@ -11,8 +11,9 @@ import { native } from './native';
  * (CPUs with AVX-VNNI but no AVX-512); 'amx' is the AVX-512 path plus AMX-INT8 tiles in the int8 GEMM.
  */
 export type Isa = 'scalar' | 'avx2' | 'avxvnni' | 'avx512vnni' | 'amx';
-export type Activation = 'none' | 'relu' | 'silu' | 'gelu' | 'gelu_tanh';
-const ACTIVATIONS: Record<Activation, number> = { none: 0, relu: 1, silu: 2, gelu: 3, gelu_tanh: 4 };
+import { ACTIVATION_CODES as ACTIVATIONS, type Activation } from './activation';
+import { MAX_THREADS } from './limits';
+export type { Activation };
 
 // ---------------------------------------------------------------------------------------------- validation
 
@@ -126,10 +127,10 @@ export function kernelCounters(): Record<string, number> {
   return native().kernelCounters();
 }
 
-/** Sets the intra-op thread count (1..256). Integer results are identical for every count. */
+/** Sets the intra-op thread count (1..MAX_THREADS, 256). Integer results are identical for every count. */
 export function setThreads(n: number): void {
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 256)
-    fail('E_ARG', `threads must be an integer in 1..256, got ${String(n)}`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_THREADS)
+    fail('E_ARG', `threads must be an integer in 1..${MAX_THREADS}, got ${String(n)}`);
   native().setThreads(n);
 }
 

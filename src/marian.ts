@@ -9,6 +9,7 @@ import { LayerNormParams, PackedFp32Weights, PackedInt8Weights, packFp32Weights,
 import { native } from './native';
 import { checkSearchOptions, searchMaxLength, searchSpecOf, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
 import { checkKeys } from './util/options';
+import { DEFAULT_MAX_STATE_BYTES } from './limits';
 import { Scheduler, type BatchModel } from './engine/scheduler';
 import { readMarianConfig, type MarianConfig } from './model/config';
 import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } from './model/weights';
@@ -140,8 +141,8 @@ export class MarianModel {
   readonly config: MarianConfig;
   readonly precision: PrecisionPlan;
   private tok: MarianTokenizer | null | undefined;
-  /** Upper bound on one model's decoder state (KV cache) in bytes; larger requests fail with E_INPUT. */
-  static maxStateBytes = 2 * 2 ** 30;
+  /** Upper bound on one model's decoder state (KV cache) in bytes; larger requests fail with E_INPUT (see DEFAULT_MAX_STATE_BYTES). */
+  static maxStateBytes = DEFAULT_MAX_STATE_BYTES;
   /** Load time in milliseconds: reading, packing (directories only), building the native model and tokenizer. */
   readonly loadMs: number;
   private readonly handle: object;

@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ChimeraError } from '../errors';
+import { MAX_THREADS } from '../limits';
 import { suggest } from '../util/options';
 
 export type OptionKind = 'string' | 'int' | 'number' | 'boolean';
@@ -55,7 +56,7 @@ export interface CommandArgs {
 /** Options every command takes (unless it defines its own of the same name). */
 export const GLOBAL_OPTIONS: OptionSpec[] = [
   { flag: 'isa', kind: 'string', arg: 'ISA', help: 'force a kernel path (same as CHIMERA_ISA)', choices: ['scalar', 'avx2', 'avxvnni', 'avx512vnni', 'amx', 'auto'] },
-  { flag: 'threads', kind: 'int', arg: 'N', min: 1, help: 'intra-op threads (same as CHIMERA_THREADS)' },
+  { flag: 'threads', kind: 'int', arg: 'N', min: 1, max: MAX_THREADS, help: 'intra-op threads (same as CHIMERA_THREADS)' },
   { flag: 'help', kind: 'boolean', short: 'h', help: 'this text' },
 ];
 

@@ -5,6 +5,7 @@
  * get --shutdown-timeout-s to finish, then the Translator and Redis close and the process exits 0.
  */
 import { ChimeraError } from '../errors';
+import { MAX_THREADS } from '../limits';
 import { suggest as nearest } from '../util/options';
 import { commandHelp, parseCommand, runCommand, type CommandArgs, type CommandSpec, type OptionKind, type OptionSpec } from './args';
 
@@ -19,7 +20,7 @@ export const SERVE_OPTIONS: Opt[] = [
   o('host', 'string', 'address to bind; anything but loopback without --api-keys logs a warning', { arg: 'ADDR', def: '127.0.0.1' }),
   o('port', 'int', 'port (0: any free port)', { arg: 'N', def: '8080', max: 65535 }),
   o('precision', 'string', 'precision of a model directory (a packed file carries its own)', { arg: 'P', choices: ['fp32', 'fp16', 'int8'] }),
-  o('threads', 'int', 'intra-op threads of the translation worker', { arg: 'N', min: 1 }),
+  o('threads', 'int', 'intra-op threads of the translation worker', { arg: 'N', min: 1, max: MAX_THREADS }),
   o('isa', 'string', 'force a kernel path', { arg: 'ISA', choices: ['scalar', 'avx2', 'avxvnni', 'avx512vnni', 'amx', 'auto'] }),
   o('max-queue', 'int', 'requests waiting for admission; one more gets 429', { arg: 'N', def: '1024' }),
   o('cache-mb', 'number', 'in-process sentence cache, MiB (0: off)', { arg: 'MB', def: '32' }),

@@ -5,10 +5,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { MARIAN_ACTIVATIONS, type MarianActivation } from '../activation';
 import { ChimeraError } from '../errors';
 
-export type MarianActivation = 'swish' | 'silu' | 'gelu' | 'relu' | 'gelu_new';
-const ACTIVATIONS: readonly MarianActivation[] = ['swish', 'silu', 'gelu', 'relu', 'gelu_new'];
+export type { MarianActivation };
+const ACTIVATIONS = Object.keys(MARIAN_ACTIVATIONS) as readonly MarianActivation[];
 
 export interface MarianConfig {
   vocabSize: number;
@@ -89,10 +90,6 @@ function readJson(file: string, required: boolean): Json | null {
 }
 
 /**
- * Parses `<dir>/config.json`; values in `<dir>/generation_config.json` (when present) override the generation
- * fields, as transformers does.
- */
-/**
  * Checks that `dir` is a Hugging Face model directory, for commands that need the original weights: a
  * missing path is E_MODEL, a file (a packed model, say) is E_ARG with `why` explaining the need.
  */
@@ -106,6 +103,10 @@ export function requireModelDirectory(dir: string, why: string): void {
   if (!st.isDirectory()) throw new ChimeraError('E_ARG', `${dir} is not a directory: ${why}`);
 }
 
+/**
+ * Parses `<dir>/config.json`; values in `<dir>/generation_config.json` (when present) override the generation
+ * fields, as transformers does.
+ */
 export function readMarianConfig(dir: string): MarianConfig {
   const file = path.join(dir, 'config.json');
   const cfg = readJson(file, true)!;

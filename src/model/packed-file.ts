@@ -7,6 +7,7 @@
  * array or packed weight replaced by `{"$blob": index}`.
  */
 import * as fs from 'node:fs';
+import { ACTIVATION_CODES as KERNEL_ACTIVATION_CODES, MARIAN_ACTIVATIONS } from '../activation';
 import { ChimeraError } from '../errors';
 import { native } from '../native';
 import { validateMarianConfig, type MarianConfig } from './config';
@@ -65,8 +66,10 @@ export interface BlobRef { $blob: number }
 /** The description as a header stores it. */
 export type MarianDescHeader = MarianDesc<BlobRef, BlobRef, BlobRef>;
 
-/** Activation codes by config.activation, as marianCreate takes them. */
-export const ACTIVATION_CODES: Record<string, number> = { relu: 1, swish: 2, silu: 2, gelu: 3, gelu_new: 4 };
+/** Activation codes by config.activation, as marianCreate takes them (from the one table in src/activation.ts). */
+export const ACTIVATION_CODES: Record<string, number> = Object.fromEntries(
+  Object.entries(MARIAN_ACTIVATIONS).map(([name, act]) => [name, KERNEL_ACTIVATION_CODES[act]]),
+);
 
 type BlobKind = 'f32' | 'u16' | 's8' | 'pf32' | 'pf16';
 interface BlobEntry {
