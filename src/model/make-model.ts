@@ -4,6 +4,7 @@
  * loads with readMarianConfig / loadMarianWeights / MarianTokenizer like a real checkpoint; it does not
  * translate, but its tokenizer really encodes and decodes text.
  */
+import { Rng } from '../util/rng';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChimeraError } from '../errors';
@@ -40,46 +41,6 @@ const PRESETS: Record<ModelPreset, Geometry> = {
   tiny: { vocab: 256, d: 32, layers: 2, heads: 4, ffn: 64, maxPos: 64, maxLength: 64 },
   'opus-mt-en-de': { vocab: 58101, d: 512, layers: 6, heads: 8, ffn: 2048, maxPos: 512, maxLength: 512 },
 };
-
-/** Counter-based generator: each draw is the murmur3 finaliser of (mixed seed, counter). Deterministic everywhere. */
-class Rng {
-  private n = 0;
-  private spare: number | null = null;
-  private readonly key: number;
-
-  constructor(seed: number) {
-    this.key = Rng.mix(seed >>> 0 ^ 0x5bd1e995);
-  }
-
-  private static mix(x: number): number {
-    let h = x >>> 0;
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    return h >>> 0;
-  }
-
-  /** Uniform in (0, 1). */
-  uniform(): number {
-    this.n = (this.n + 1) >>> 0;
-    return (Rng.mix(this.key ^ Math.imul(this.n, 0x9e3779b9)) + 0.5) / 4294967296;
-  }
-
-  /** Standard normal (Box-Muller, both values used). */
-  normal(): number {
-    if (this.spare !== null) {
-      const s = this.spare;
-      this.spare = null;
-      return s;
-    }
-    const r = Math.sqrt(-2 * Math.log(this.uniform()));
-    const t = 2 * Math.PI * this.uniform();
-    this.spare = r * Math.sin(t);
-    return r * Math.cos(t);
-  }
-}
 
 // ------------------------------------------------------------------------------------------------ vocabulary
 
