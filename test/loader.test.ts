@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkCpuBaseline, loadAddon, type LoaderOptions } from '../src/native-loader';
 import { addonPath, ROOT } from './helpers/addon-path';
+import { chimera } from './helpers/cli';
 
 let dir: string;
 const put = (rel: string, content: string): string => {
@@ -198,7 +199,7 @@ describe('chimera doctor --json', () => {
   });
 
   it('rejects unknown options', () => {
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'doctor', '--bogus'], { encoding: 'utf8' });
+    const r = chimera(['doctor', '--bogus']);
     // one CLI layer: an argument error is [E_ARG], exit status 1, for every command
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/\[E_ARG\] unknown option --bogus for doctor/);

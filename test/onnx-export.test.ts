@@ -11,7 +11,6 @@
  * teacher-forced: 0.015 per-channel, 0.026 per-tensor), and the same greedy output on ≥ 70% of sentences
  * (measured 49/60 per-channel, 50/60 per-tensor).
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -22,6 +21,7 @@ import { MarianModel } from '../src/marian';
 import { readMarianConfig, type MarianConfig } from '../src/model/config';
 import { makeModel } from '../src/model/make-model';
 import { loadMarianWeights } from '../src/model/weights';
+import { chimera } from './helpers/cli';
 import {
   buildMarianOnnx, exportMarianOnnx, ONNX_FILES, ONNX_MERGED_FILES, quantizePerTensor, sinusoidalTable, type MarianOnnxGraphs,
 } from '../src/onnx/export-marian';
@@ -253,12 +253,12 @@ describe('export-onnx: tiny make-model model', () => {
   it('`chimera export-onnx` writes the three graphs (fp32 and --int8)', () => {
     for (const int8 of [false, true]) {
       const o = path.join(tmp(), 'onnx');
-      const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'export-onnx', dir, o, ...(int8 ? ['--int8'] : [])], { encoding: 'utf8', timeout: 60_000 });
+      const r = chimera(['export-onnx', dir, o, ...(int8 ? ['--int8'] : [])]);
       expect(r.status, r.stderr).toBe(0);
       for (const f of Object.values(ONNX_FILES)) expect(fs.statSync(path.join(o, f)).size).toBeGreaterThan(1000);
       expect(r.stdout).toContain(int8 ? 'int8' : 'fp32');
     }
-    const bad = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'export-onnx', dir], { encoding: 'utf8' });
+    const bad = chimera(['export-onnx', dir]);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain('E_ARG');
   });

@@ -4,7 +4,6 @@
  * scripts/make-torch-fixtures.py with torch 1.13 (legacy format, shards, views with offsets and strides, Float16,
  * BFloat16); hostile pickles; `convert --to safetensors`; and a mutation fuzz of both formats.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,6 +17,7 @@ import { convertToSafetensors } from '../src/model/to-safetensors';
 import { parseTorchCheckpoint, readTorchCheckpoint, readTorchIndex, torchTensorFloat32 } from '../src/model/torch-bin';
 import { loadMarianWeights, marianSinusoid, type MarianWeights } from '../src/model/weights';
 import { getF32, getInts, readSafetensors as miniRead } from './helpers/safetensors-mini';
+import { chimera } from './helpers/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 const FIX = path.join(__dirname, 'fixtures', 'torch');
@@ -349,7 +349,7 @@ describe('small checkpoints written by torch 1.13 (scripts/make-torch-fixtures.p
     expect(readSafetensorsHeader(bf.file).tensors.get('model.shared.weight')!.dtype).toBe('BF16');
     // The CLI, from a legacy checkpoint
     const cliOut = path.join(tmp, 'cli-st');
-    const run = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'convert', path.join(FIX, 'tiny-legacy'), cliOut, '--to', 'safetensors'], { encoding: 'utf8', timeout: 60_000 });
+    const run = chimera(['convert', path.join(FIX, 'tiny-legacy'), cliOut, '--to', 'safetensors']);
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toContain('model.safetensors');
     expectSameWeights(loadMarianWeights(tiny, config()), loadMarianWeights(cliOut, config()));
