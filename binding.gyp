@@ -43,7 +43,10 @@
         "native/src/marian.cpp",
         "native/src/probe.cpp",
         "native/kernels/kernels_scalar.cpp",
-        "native/binding/addon.cpp"
+        "native/binding/addon.cpp",
+        "native/binding/kernels_api.cpp",
+        "native/binding/model_io.cpp",
+        "native/binding/marian_api.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "conditions": [

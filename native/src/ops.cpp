@@ -15,6 +15,7 @@
 
 #include "chimera/half.h"
 #include "chimera/kernel_table.h"
+#include "chimera/layout.h"
 #include "chimera/thread_pool.h"
 
 namespace chimera {
@@ -55,6 +56,11 @@ T* scratch(std::vector<T>& v, size_t n) {
 
 // Work below this many multiply-adds runs on the calling thread: waking a worker costs more.
 constexpr size_t kParallelMacs = 1u << 17;
+// The same for memory-bound row passes (quantisation, log-softmax, top-k): tasks of at least this many
+// elements, so each thread streams enough of the rows to pay for its wake-up.
+constexpr size_t kRowGrainElems = 65536;
+// A norm reads each row twice (its statistics, then the normalised output), so half as many elements pay.
+constexpr size_t kNormGrainElems = kRowGrainElems / 2;
 // Scratch slack past a row of scores: a whole vector of the widest ISA (16 floats), for full-width loads.
 constexpr size_t kVectorFloats = 16;
 // A peak-probe run shorter than this is dominated by timer resolution and the clock ramp.
@@ -81,7 +87,7 @@ void free_aligned(void* p) { aligned_free64(p); }
 
 bool norm(const NormArgs& a) {
   const KernelTable& t = kernels();
-  const size_t grain = std::max<size_t>(1, 32768 / a.cols);
+  const size_t grain = std::max<size_t>(1, kNormGrainElems / a.cols);
   std::atomic<bool> ok{true};
   parallel_for(a.rows, grain, [&](size_t r0, size_t r1) {
     if (!t.norm_rows(a, r0, r1)) ok = false;
@@ -91,12 +97,12 @@ bool norm(const NormArgs& a) {
 
 void log_softmax(float* x, size_t rows, size_t cols) {
   const KernelTable& t = kernels();
-  parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) { t.log_softmax_rows(x, cols, r0, r1); });
+  parallel_for(rows, std::max<size_t>(1, kRowGrainElems / cols), [&](size_t r0, size_t r1) { t.log_softmax_rows(x, cols, r0, r1); });
 }
 
 void topk_rows(const float* x, size_t rows, size_t cols, size_t k, bool log_sm, int32_t* idx, float* val) {
   const KernelTable& t = kernels();
-  parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) { t.topk_rows(x, cols, k, log_sm, idx, val, r0, r1); });
+  parallel_for(rows, std::max<size_t>(1, kRowGrainElems / cols), [&](size_t r0, size_t r1) { t.topk_rows(x, cols, k, log_sm, idx, val, r0, r1); });
 }
 
 void decode_attention(const DecodeAttention& a, size_t rows) {
@@ -153,7 +159,7 @@ double peak_probe(int kind, double ms) {
 bool quantize_rows(const float* x, size_t rows, size_t cols, int8_t* q, size_t stride, float* scales, int32_t* sums) {
   const KernelTable& t = kernels();
   std::atomic<bool> ok{true};
-  parallel_for(rows, std::max<size_t>(1, 65536 / cols), [&](size_t r0, size_t r1) {
+  parallel_for(rows, std::max<size_t>(1, kRowGrainElems / cols), [&](size_t r0, size_t r1) {
     if (!t.quantize_rows(x, cols, r0, r1, q, stride, scales, sums)) ok = false;
   });
   return ok;
@@ -210,9 +216,9 @@ PackedS8* pack_s8(const float* w, size_t n, size_t k) {
   auto* p = new PackedS8();
   p->n = n;
   p->k = k;
-  p->kp = (k + 3) & ~size_t(3);
-  p->groups = (n + 63) / 64;
-  p->bytes = p->groups * p->kp * 64;
+  p->kp = packed_s8_kp(k);
+  p->groups = packed_groups(n);
+  p->bytes = packed_s8_bytes(n, k);
   p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
   p->scales = new float[n];
   std::memset(p->data, 128, p->bytes);  // u8 128 = s8 0: padding contributes nothing
@@ -266,8 +272,8 @@ PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major) {
   auto* p = new PackedF32();
   p->n = n;
   p->k = k;
-  p->panels = (n + 63) / 64 * 4;
-  p->bytes = p->panels * k * 16 * sizeof(float);
+  p->panels = packed_f32_panels(n);
+  p->bytes = packed_f32_bytes(n, k, sizeof(float));
   p->data = static_cast<float*>(aligned_alloc64(p->bytes));
   pack_f32_into(w, n, k, k_major, p->data);
   return p;
@@ -281,8 +287,8 @@ PackedF32* pack_f16(const float* w, size_t n, size_t k) {
   auto* p = new PackedF32();
   p->n = n;
   p->k = k;
-  p->panels = (n + 63) / 64 * 4;
-  p->bytes = p->panels * k * 16 * sizeof(uint16_t);
+  p->panels = packed_f32_panels(n);
+  p->bytes = packed_f32_bytes(n, k, sizeof(uint16_t));
   p->half = static_cast<uint16_t*>(aligned_alloc64(p->bytes));
   std::memset(p->half, 0, p->bytes);
   for (size_t col = 0; col < n; ++col) {

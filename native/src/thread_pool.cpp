@@ -29,8 +29,6 @@ namespace {
 // Workers spin briefly after each region before sleeping: decode steps issue many short parallel regions
 // back to back, and a futex wake-up per region would cost more than the work it splits.
 constexpr int kSpinIterations = 20000;
-// The most threads one pool may have (setThreads' documented range).
-constexpr int kMaxThreads = 256;
 
 // Set while this thread runs parts of a region (as its caller or as a worker): a parallel_for started from
 // inside one runs inline, so it can neither wait on the pool it is part of nor create a pool of its own.

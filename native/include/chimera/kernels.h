@@ -1,4 +1,4 @@
-// The device-neutral kernel interface. Callers (the binding, and later the decoder) use these entry points;
+// The device-neutral kernel interface. Callers (the binding and the Marian forward pass) use these entry points;
 // each one validates nothing, splits work over the thread pool and calls the current ISA's table.
 #pragma once
 #include <cstddef>
@@ -8,7 +8,16 @@
 
 namespace chimera {
 
+// The activation after a linear layer: the one C++ definition (src/activation.ts holds the same codes for
+// TypeScript). Values crossing the binding are checked with activation_from_code.
 enum class Activation : int { None = 0, Relu = 1, Silu = 2, Gelu = 3, GeluTanh = 4 };
+constexpr int kActivationCount = 5;
+// The activation with this code, or false for a code outside the enum.
+inline bool activation_from_code(double code, Activation* out) {
+  if (!(code >= 0 && code < kActivationCount) || code != static_cast<double>(static_cast<int>(code))) return false;
+  *out = static_cast<Activation>(static_cast<int>(code));
+  return true;
+}
 
 // Counted kernel entry points, so a test can prove which ISA path actually ran.
 enum class Op : int { LayerNorm, RmsNorm, QuantizeRows, Dql, MatmulInteger, GemmS8, GemmF32, Sgemm, GemmF16, Attention, LogSoftmax, DecodeAttention, TopK, kCount };

@@ -11,6 +11,10 @@
 
 namespace chimera {
 
+// The most threads one pool may have (setThreads' range; MAX_THREADS in src/limits.ts): more than any CPU this
+// targets has cores for one process, and a bound on the per-thread scratch the kernels keep.
+constexpr int kMaxThreads = 256;
+
 // Act on the calling thread's pool (or on the pool a PoolScope installed).
 void set_threads(int n);
 int get_threads();
