@@ -174,6 +174,31 @@ async function ortBaseline(dir: string, work: Work[]) {
   return { sentences_per_s: ORT_SENTENCES / el, tokens_per_s: tokens / el, ttft_p50_ms: pct(ttft, 50), sentences: ORT_SENTENCES };
 }
 
+/** The quality guard's cost: closed loop with the guard off and at two sample rates, rounds interleaved, medians. */
+async function guardCost(dir: string, work: Work[]) {
+  const rates = [0, 0.02, 0.1];
+  const C = 16;
+  const ts = await Promise.all(rates.map((r) => Translator.load(dir, {
+    precision: 'int8', threads: THREADS, cacheBytes: 0,
+    ...(r > 0 ? { qualityGuard: { sampleRate: r, minScore: 0, action: 'alert' as const, window: 50 } } : {}),
+  })));
+  const runs: Level[][] = rates.map(() => []);
+  for (let round = 0; round < (quick ? 1 : 3); round++)
+    for (let i = 0; i < rates.length; i++) runs[i].push(await closedLoop(ts[i], work, C, SECONDS, 101 * round + i));
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const base = med(runs[0].map((l) => l.sentences_per_s));
+  const guard = rates.map((r, i) => {
+    const q = ts[i].stats().quality;
+    const sps = med(runs[i].map((l) => l.sentences_per_s));
+    return { sample_rate: r, sentences_per_s: sps, ttft_p95_ms: med(runs[i].map((l) => l.ttft_p95_ms)), loss_pct: 100 * (1 - sps / base), shadow_samples: q?.samples ?? 0, shadow_dropped: q?.shadowDropped ?? 0, control_memory_mb: (q?.controlMemoryBytes ?? 0) / 2 ** 20 };
+  });
+  await Promise.all(ts.map((t) => t.close()));
+  console.log(`\nquality guard cost (closed loop, concurrency ${C}, fp32 control at low priority, ${quick ? 1 : 3} interleaved rounds)`);
+  for (const g of guard)
+    console.log(`  sampleRate ${String(g.sample_rate).padEnd(5)} ${g.sentences_per_s.toFixed(1)} sentences/s  TTFT p95 ${g.ttft_p95_ms.toFixed(1)} ms  loss ${g.loss_pct.toFixed(1)} %  (scored ${g.shadow_samples}, dropped ${g.shadow_dropped}, control +${g.control_memory_mb.toFixed(0)} MiB RSS)`);
+  return guard;
+}
+
 async function main(): Promise<void> {
   const dir = path.join(ROOT, '.tmp', 'models', 'opus-mt-en-de-seed1'); // shared with bench:e2e, bench:serve, bench:step
   if (!fs.existsSync(path.join(dir, 'model.safetensors'))) {
@@ -181,9 +206,14 @@ async function main(): Promise<void> {
     await makeModel({ preset: 'opus-mt-en-de', seed: 1, out: dir });
   }
   const work = await workload(dir);
+  const guardOnly = process.argv.includes('--guard-only');
   const meanLen = work.reduce((a, w) => a + w.len, 0) / work.length;
   console.log(`bench:batch — OPUS-MT geometry, chimera int8, ${THREADS} threads; ${work.length} val sentences (10-30 tokens, mean target ${meanLen.toFixed(1)} tokens)`);
 
+  if (guardOnly) {
+    await guardCost(dir, work);
+    return;
+  }
   const t = await Translator.load(dir, { precision: 'int8', threads: THREADS, cacheBytes: 0, maxSlots: 64 });
   const levels: Level[] = [];
   console.log('\nclosed loop');
@@ -226,28 +256,7 @@ async function main(): Promise<void> {
   const side = { alone_sentences_per_s: one.sentences_per_s, pair_sentences_per_s: a.sentences_per_s + b.sentences_per_s, speedup: (a.sentences_per_s + b.sentences_per_s) / one.sentences_per_s };
   console.log(`\ntwo 1-thread Translators side by side (concurrency ${sideC} each): ${side.pair_sentences_per_s.toFixed(1)} sentences/s vs ${side.alone_sentences_per_s.toFixed(1)} alone: ${side.speedup.toFixed(2)}x`);
 
-  let guard: { sample_rate: number; sentences_per_s: number; ttft_p95_ms: number; loss_pct: number; shadow_samples: number; shadow_dropped: number }[] | null = null;
-  if (!process.argv.includes('--no-guard')) {
-    const rates = [0, 0.02, 0.1];
-    const ts = await Promise.all(rates.map((r) => Translator.load(dir, {
-      precision: 'int8', threads: THREADS, cacheBytes: 0,
-      ...(r > 0 ? { qualityGuard: { sampleRate: r, minScore: 0, action: 'alert' as const, window: 100 } } : {}),
-    })));
-    const runs: Level[][] = rates.map(() => []);
-    for (let round = 0; round < (quick ? 1 : 2); round++)
-      for (let i = 0; i < rates.length; i++) runs[i].push(await closedLoop(ts[i], work, 32, SECONDS, 101 * round + i));
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-    const base = med(runs[0].map((l) => l.sentences_per_s));
-    guard = rates.map((r, i) => {
-      const q = ts[i].stats().quality;
-      const sps = med(runs[i].map((l) => l.sentences_per_s));
-      return { sample_rate: r, sentences_per_s: sps, ttft_p95_ms: med(runs[i].map((l) => l.ttft_p95_ms)), loss_pct: 100 * (1 - sps / base), shadow_samples: q?.samples ?? 0, shadow_dropped: q?.shadowDropped ?? 0 };
-    });
-    await Promise.all(ts.map((t) => t.close()));
-    console.log('\nquality guard cost (closed loop, concurrency 32, fp32 control)');
-    for (const g of guard)
-      console.log(`  sampleRate ${String(g.sample_rate).padEnd(5)} ${g.sentences_per_s.toFixed(1)} sentences/s  TTFT p95 ${g.ttft_p95_ms.toFixed(1)} ms  loss ${g.loss_pct.toFixed(1)} %  (scored ${g.shadow_samples}, dropped ${g.shadow_dropped})`);
-  }
+  const guard = process.argv.includes('--no-guard') ? null : await guardCost(dir, work);
 
   console.log(`\nonnxruntime int8, one request at a time, ${THREADS} threads (${ORT_SENTENCES} sentences)...`);
   const ort = await ortBaseline(dir, work);

@@ -7,8 +7,9 @@
  * fp16 → fp16 → fp32) by a hot swap; with `recoverScore` it steps back down once quality holds again.
  *
  * Shadowing never delays live traffic: the control runs in its own worker on its own small thread budget
- * (`controlThreads`, default 1), is loaded on first use, and shadow work is dropped (and counted) whenever the
- * live queue is not empty or `maxShadowInflight` shadow requests are outstanding.
+ * (`controlThreads`, default 1) at the lowest scheduling priority, is loaded on first use, and shadow work is
+ * dropped (and counted) whenever the live queue is under pressure or `maxShadowInflight` shadow requests are
+ * outstanding.
  */
 import { ChimeraError } from '../errors';
 import type { Precision, PrecisionPlan } from '../marian';
@@ -51,6 +52,12 @@ const GUARD_KEYS = ['sampleRate', 'controlPrecision', 'window', 'metric', 'minSc
  * dozen keep it to seconds on the control's thread while still ranking the groups stably.
  */
 const SENSITIVITY_SENTENCES = 32;
+
+/**
+ * Live requests waiting for admission at which shadow samples are dropped. In a continuously batched engine a
+ * few requests wait a step or two as a matter of course; this many means arrivals outpace admission.
+ */
+const PRESSURE_QUEUED = 16;
 
 export type Rung = 'int8' | 'int8+fp16' | 'fp16' | 'fp32';
 export const LADDER: readonly Rung[] = ['int8', 'int8+fp16', 'fp16', 'fp32'];
@@ -182,7 +189,7 @@ export class QualityGuard {
     if (this.closed || (opts.sample === true && opts.seed === undefined)) return;
     for (let i = 0; i < sources.length; i++) {
       if (!(this.rnd() < this.o.sampleRate)) continue;
-      if (this.inflight >= this.o.maxShadowInflight || this.host.queued() > 0) {
+      if (this.inflight >= this.o.maxShadowInflight || this.host.queued() >= PRESSURE_QUEUED) {
         this.dropped++;
         continue;
       }
