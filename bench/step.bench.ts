@@ -101,7 +101,7 @@ function prepare(m: MarianModel, maxRows: number): Handles {
   const slots = Int32Array.from({ length: maxRows }, (_, i) => i);
   for (let p = 0; p < STEP_POS; p++) {
     const tok = Int32Array.from({ length: maxRows }, (_, i) => 3 + ((i * 7919 + p * 104729) % (cfg.vocabSize - 4)));
-    nb.marianStep(model, state, tok, slots, new Int32Array(maxRows).fill(p), slots, logits, null);
+    nb.marianStep(model, state, tok, slots, new Int32Array(maxRows).fill(p), slots, logits);
   }
   return { model, state, vocab: cfg.vocabSize, d: cfg.dModel, ffn: cfg.decoderFfn, layers: cfg.decoderLayers };
 }
@@ -143,7 +143,7 @@ export async function stepReport(opts: StepOptions = {}): Promise<StepReport> {
       setThreads(t);
       const times = bufs.map(() => [] as number[]);
       const step = (b: (typeof bufs)[number]) =>
-        nb.marianStep(h.model, h.state, b.tok, b.slots, b.pos, b.slots, b.logits, null);
+        nb.marianStep(h.model, h.state, b.tok, b.slots, b.pos, b.slots, b.logits);
       for (const b of bufs) for (let w = 0; w < 3; w++) step(b); // warm-up: scratch grows, workers start
       for (let rep = 0; rep < reps; rep++) {
         bufs.forEach((b, i) => {

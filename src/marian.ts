@@ -444,7 +444,7 @@ export class MarianModel {
       step: (rows: StepRows) => {
         if (logits.length < rows.count * V) logits = new Float32Array(Math.max(rows.count, 2 * logits.length / V) * V);
         const out = logits.subarray(0, rows.count * V);
-        nat.marianStep(handle, state!, rows.tokens, rows.slots, rows.positions, rows.sources, out, null);
+        nat.marianStep(handle, state!, rows.tokens, rows.slots, rows.positions, rows.sources, out);
         return out;
       },
       topk,
@@ -499,7 +499,7 @@ export class MarianModel {
     for (let t = 0; t < T; t++) {
       const tok = decoderInputIds[t];
       if (!Number.isInteger(tok) || tok < 0 || tok >= V) throw new ChimeraError('E_INPUT', `decoder id ${tok} is outside the vocabulary`);
-      native().marianStep(this.handle, state, Int32Array.of(tok), Int32Array.of(0), Int32Array.of(t), Int32Array.of(0), logits, null, stepTaps);
+      native().marianStep(this.handle, state, Int32Array.of(tok), Int32Array.of(0), Int32Array.of(t), Int32Array.of(0), logits, stepTaps);
       for (let k = 0; k < Ld * 3; k++) dec[k].set(stepTaps.subarray(k * d, (k + 1) * d), t * d);
     }
     const enc = Array.from({ length: Le * 2 }, (_, k) => encTaps.slice(k * S * d, (k + 1) * S * d));
@@ -524,7 +524,7 @@ export class MarianModel {
     const one = (v: number) => Int32Array.of(v);
     for (let t = 0; t < T; t++) {
       const tok = decoderInputIds[t];
-      native().marianStep(this.handle, state, one(tok), one(0), one(t), one(0), out.subarray(t * V, (t + 1) * V), null);
+      native().marianStep(this.handle, state, one(tok), one(0), one(t), one(0), out.subarray(t * V, (t + 1) * V));
     }
     return out;
   }

@@ -58,7 +58,7 @@ export interface NativeBinding {
   marianEncode(model: object, state: object, ids: Int32Array, lens: Int32Array, s: number, srcSlots: Int32Array, encOut: Float32Array | null, taps?: Float32Array | null): void;
   marianStep(
     model: object, state: object, tokens: Int32Array, slots: Int32Array, positions: Int32Array, sources: Int32Array,
-    logits: Float32Array, hidden: Float32Array | null, taps?: Float32Array | null,
+    logits: Float32Array, taps?: Float32Array | null,
   ): void;
   marianCopySlot(state: object, from: number, to: number, len: number): void;
   /** Reshapes a decoder state in place (the handle stays valid); kept slots and sources keep their contents. */

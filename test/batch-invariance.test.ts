@@ -85,7 +85,7 @@ describe('Marian engine: a row is computed the same whatever it is batched with'
         expectSameFloats(enc.subarray(0, a.length * d), alone, 'encoder output');
         // Cross K/V: a step attending to source 0 (alone) and to source 1 (batched) gives the same logits.
         const logits = new Float32Array(2 * V);
-        nb.marianStep(handle(m), st, Int32Array.of(5, 5), Int32Array.of(0, 1), Int32Array.of(0, 0), Int32Array.of(0, 1), logits, null);
+        nb.marianStep(handle(m), st, Int32Array.of(5, 5), Int32Array.of(0, 1), Int32Array.of(0, 0), Int32Array.of(0, 1), logits);
         expectSameFloats(logits.subarray(0, V), logits.subarray(V), 'step logits over the two copies of the source');
       });
 
@@ -107,12 +107,12 @@ describe('Marian engine: a row is computed the same whatever it is batched with'
         // Rows at different positions: slot i has i % 5 + 1 positions of history.
         for (let p2 = 0; p2 < 5; p2++) {
           const rows = all.filter((i) => p2 <= i % 5);
-          nb.marianStep(handle(m), st, tok.subarray(0, rows.length), rows, new Int32Array(rows.length).fill(p2), rows, new Float32Array(rows.length * V), null);
+          nb.marianStep(handle(m), st, tok.subarray(0, rows.length), rows, new Int32Array(rows.length).fill(p2), rows, new Float32Array(rows.length * V));
         }
         const pos = Int32Array.from(all, (i) => (i % 5) + 1);
         const stepRows = (rows: Int32Array): Float32Array => {
           const out = new Float32Array(rows.length * V);
-          nb.marianStep(handle(m), st, Int32Array.from(rows, (i) => tok[i]), rows, Int32Array.from(rows, (i) => pos[i]), rows, out, null);
+          nb.marianStep(handle(m), st, Int32Array.from(rows, (i) => tok[i]), rows, Int32Array.from(rows, (i) => pos[i]), rows, out);
           return out;
         };
         const full = stepRows(all);
@@ -142,7 +142,7 @@ describe('Marian engine: a row is computed the same whatever it is batched with'
     for (const st of [small, big]) nb.marianEncode(handle(m), st, ids, lens, s, Int32Array.of(0, 1), null);
     const step = (st: object, slots: number[], p: number, tok: number[], srcs: number[]): Float32Array => {
       const out = new Float32Array(slots.length * V);
-      nb.marianStep(handle(m), st, Int32Array.from(tok), Int32Array.from(slots), new Int32Array(slots.length).fill(p), Int32Array.from(srcs), out, null);
+      nb.marianStep(handle(m), st, Int32Array.from(tok), Int32Array.from(slots), new Int32Array(slots.length).fill(p), Int32Array.from(srcs), out);
       return out;
     };
     const toks = Array.from({ length: 12 }, () => [rng.int(3, V - 1), rng.int(3, V - 1)]);

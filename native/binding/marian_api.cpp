@@ -229,7 +229,7 @@ Napi::Value MarianEncode(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// marianStep(model, state, tokens, slots, pos, srcs, logits, hidden|null)
+// marianStep(model, state, tokens, slots, pos, srcs, logits, taps|null?)
 Napi::Value MarianStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ModelBox* mb = unwrap<ModelBox>(info, 0, kModelTag, "marianCreate");
@@ -241,8 +241,7 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
   const int32_t* pos = arr<int32_t>(info, 4, "positions", rows);
   const int32_t* src = arr<int32_t>(info, 5, "sources", rows);
   float* logits = arr<float>(info, 6, "logits", checked_mul(env, rows, mb->m.dims.vocab));
-  float* hidden = arr<float>(info, 7, "hidden", checked_mul(env, rows, mb->m.dims.d), true);
-  float* taps = arr<float>(info, 8, "taps", checked_mul(env, mb->m.decoder.size() * 3 * rows, mb->m.dims.d), true);
+  float* taps = arr<float>(info, 7, "taps", checked_mul(env, mb->m.decoder.size() * 3 * rows, mb->m.dims.d), true);
   const MarianState& st = sb->st;
   for (size_t r = 0; r < rows; ++r) {
     if (tok[r] < 0 || static_cast<size_t>(tok[r]) >= mb->m.dims.vocab) throw_code(env, "E_INPUT", "token id out of range");
@@ -251,7 +250,7 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
     if (src[r] < 0 || static_cast<size_t>(src[r]) >= st.sources || st.src_len[static_cast<size_t>(src[r])] <= 0)
       throw_code(env, "E_RANGE", "source slot out of range or not encoded");
   }
-  marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, hidden, taps);
+  marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, taps);
   return env.Undefined();
 }
 

@@ -166,7 +166,7 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
 }
 
 void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, const int32_t* slot, const int32_t* pos,
-                 const int32_t* src, size_t rows, float* logits, float* hidden, float* taps) {
+                 const int32_t* src, size_t rows, float* logits, float* taps) {
   const size_t d = m.dims.d, heads = m.dims.heads, hd = d / heads;
   float* x = grow(t_s.x, rows * d);
   float* qkv = grow(t_s.qkv, rows * 3 * d);
@@ -223,7 +223,6 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
     const LinearW* next = li + 1 < m.decoder.size() ? &m.decoder[li + 1].qkv : &m.lm_head;
     pq = add_norm(l.ln_ffn, x, tmp, rows, d, taps, next);
   }
-  if (hidden) std::memcpy(hidden, x, rows * d * sizeof(float));
   linear_next(pq, m.lm_head, x, rows, Activation::None, logits);
 }
 

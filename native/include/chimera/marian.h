@@ -80,10 +80,10 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
                    size_t s, const int32_t* src_slots, float* enc_out, float* taps = nullptr);
 
 // One decoder step for `rows` rows: row r feeds token[r] at position pos[r] into self slot slot[r], attending
-// to source src[r]. Writes logits [rows, vocab] (hidden [rows, d] too when not null; taps as for encode,
+// to source src[r]. Writes logits [rows, vocab] (and, when not null, taps as for encode,
 // [layers][ln_self, ln_cross, ln_ffn][rows][d]).
 void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, const int32_t* slot, const int32_t* pos,
-                 const int32_t* src, size_t rows, float* logits, float* hidden, float* taps = nullptr);
+                 const int32_t* src, size_t rows, float* logits, float* taps = nullptr);
 
 // Copies the first `len` positions of self slot `from` to `to` (beam search reorders hypotheses this way).
 void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len);
