@@ -139,7 +139,7 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
     linear_any(l.qkv, x, rows, Activation::None, qkv);
     parallel_for(batch * heads, 1, [&](size_t t0, size_t t1) {
       thread_local std::vector<float> scores;  // per worker thread, grown once
-      if (scores.size() < s + 128) scores.resize(s + 128);  // room for a whole last block of scores
+      if (scores.size() < s + kAttentionScoreSlack) scores.resize(s + kAttentionScoreSlack);
       for (size_t t = t0; t < t1; ++t) {
         const size_t b = t / heads, hh = t % heads;
         const float* base = qkv + b * s * 3 * d;

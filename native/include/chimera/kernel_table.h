@@ -5,6 +5,10 @@
 
 namespace chimera {
 
+// Scratch past the nk scores of the attention kernel: it works in whole blocks of scores, so the last block may
+// run up to this many floats past nk; a caller sizes `scores` as nk + kAttentionScoreSlack.
+constexpr size_t kAttentionScoreSlack = 128;
+
 struct S8Epilogue {
   const float* a_scales;  // [rows]
   const int32_t* a_sums;  // [rows] sum of each quantised row (for the u8 = s8 + 128 correction)
@@ -43,7 +47,7 @@ struct KernelTable {
   // the same with fp16 weights in the same layout
   void (*gemm_f16)(const float* a, size_t lda, size_t rows, const uint16_t* b, size_t k, size_t n, size_t p0, size_t p1,
                    const F32Epilogue& ep);
-  // one head of softmax(q k^T) v; `scores` holds nk + 128 floats of scratch (see kernels.inl)
+  // one head of softmax(q k^T) v; `scores` holds nk + kAttentionScoreSlack floats of scratch (see kernels.inl)
   void (*attention)(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                     size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores);
   void (*log_softmax_rows)(float* x, size_t cols, size_t r0, size_t r1);
