@@ -53,7 +53,7 @@ async function serve(t: Translator, from: number, n: number): Promise<void> {
   await samples(t, before + n);
 }
 
-const guard = (extra: object = {}) => ({ sampleRate: 1, window: WINDOW, minScore: MIN_SCORE, maxShadowInflight: 64, cooldownMs: 0, ...extra });
+const guard = (extra: object = {}) => ({ sampleRate: 1, window: WINDOW, minScore: MIN_SCORE, maxShadowInflight: 64, shadowBudget: 1, cooldownMs: 0, ...extra });
 
 describe('the quality guard: options and ladder', () => {
   it('is off by default', async () => {
@@ -151,6 +151,17 @@ describe.skipIf(!HAVE_VAL)('the quality guard on the m30k model', () => {
     expect(q.shadowDropped).toBe(11); // one shadow in flight, the other eleven dropped at once
     await samples(t, 1);
     expect(t.stats().quality!.samples).toBe(1);
+  });
+
+  it("the control's duty cycle is bounded: past shadowBudget, samples are dropped", async () => {
+    const t = await load({ precision: 'int8', qualityGuard: guard({ shadowBudget: 0.00001 }) });
+    // sentence by sentence: the first shadow is sent (nothing busy yet); while the control works on it, the busy
+    // share of the last 10 s (0.1 ms of it) is used up at once, so the next ones are dropped
+    for (let i = 0; i < 6; i++) await t.translate(SENTENCES[i]);
+    await samples(t, 1);
+    const q = t.stats().quality!;
+    expect(q.samples + q.shadowDropped).toBe(6);
+    expect(q.shadowDropped).toBeGreaterThanOrEqual(4);
   });
 
   it('a hot swap under load loses and duplicates nothing', async () => {

@@ -42,7 +42,7 @@ describe.skipIf(!HAVE_VAL)('the quality guard behind HTTP', () => {
   it('a degraded served model is caught within one window and escalated; /metrics shows it', async () => {
     app = createServer({
       model: MODEL_DIR, precision: 'int8', threads: 1, cacheMb: 0, logger: false,
-      qualityGuard: { sampleRate: 1, window: WINDOW, minScore: 75, action: 'escalate', cooldownMs: 0, maxShadowInflight: 64, sensitiveGroups: ['decoder.0', 'lmHead'] },
+      qualityGuard: { sampleRate: 1, window: WINDOW, minScore: 75, action: 'escalate', cooldownMs: 0, maxShadowInflight: 64, shadowBudget: 1, sensitiveGroups: ['decoder.0', 'lmHead'] },
     });
     const base = await app.listen({ host: '127.0.0.1', port: 0 });
     const t = app.chimera.translator as unknown as Translator;

@@ -36,6 +36,12 @@ export interface QualityGuardOptions {
   cooldownMs?: number;
   /** Shadow requests outstanding at once; more are dropped. Default 4. */
   maxShadowInflight?: number;
+  /**
+   * Share of wall time the control may spend translating (over the last 10 s); samples past it are dropped.
+   * Default 0.03; 1 lifts the limit. The control runs at low priority, but it still shares memory bandwidth and caches with the
+   * serving threads, so its duty cycle, not only its priority, bounds what the guard costs live traffic.
+   */
+  shadowBudget?: number;
   /** The control's intra-op threads. Default 1. */
   controlThreads?: number;
   /** Groups ('encoder.3', 'decoder.0', 'lmHead') the mixed rung keeps at fp16; measured on window sentences when unset. */
@@ -45,7 +51,10 @@ export interface QualityGuardOptions {
   /** Seed of the sampling decision (reproducible tests). */
   seed?: number;
 }
-const GUARD_KEYS = ['sampleRate', 'controlPrecision', 'window', 'metric', 'minScore', 'action', 'recoverScore', 'cooldownMs', 'maxShadowInflight', 'controlThreads', 'sensitiveGroups', 'mixedGroups', 'seed'] as const;
+const GUARD_KEYS = ['sampleRate', 'controlPrecision', 'window', 'metric', 'minScore', 'action', 'recoverScore', 'cooldownMs', 'maxShadowInflight', 'shadowBudget', 'controlThreads', 'sensitiveGroups', 'mixedGroups', 'seed'] as const;
+
+/** The span over which the control's duty cycle is measured (ms): long enough to hold several shadow sentences. */
+const BUDGET_WINDOW_MS = 10_000;
 
 /**
  * Sentences a live sensitivity ranking runs on: one teacher-forced pass per precision group over each, so a few
@@ -141,6 +150,7 @@ export function checkGuardOptions(o: unknown): Required<Omit<QualityGuardOptions
     action: g.action ?? 'alert',
     cooldownMs: g.cooldownMs === undefined ? 60_000 : num(g.cooldownMs, 'cooldownMs', 0, Number.MAX_SAFE_INTEGER),
     maxShadowInflight: g.maxShadowInflight === undefined ? 4 : int(g.maxShadowInflight, 'maxShadowInflight', 1),
+    shadowBudget: g.shadowBudget === undefined ? 0.03 : num(g.shadowBudget, 'shadowBudget', 0, 1),
     controlThreads: g.controlThreads === undefined ? 1 : int(g.controlThreads, 'controlThreads', 1),
     mixedGroups: g.mixedGroups === undefined ? 2 : int(g.mixedGroups, 'mixedGroups', 1),
   };
@@ -170,6 +180,8 @@ export class QualityGuard {
   private swapping = false;
   private sinceAlert = 0;
   private closed = false;
+  /** Shadow requests of the last BUDGET_WINDOW_MS (end Infinity while in flight), for the duty cycle. */
+  private readonly spans: { start: number; end: number }[] = [];
   /** The latest shadowed sources: the sentences a sensitivity ranking is measured on. */
   private readonly recent: string[] = [];
 
@@ -189,13 +201,27 @@ export class QualityGuard {
     if (this.closed || (opts.sample === true && opts.seed === undefined)) return;
     for (let i = 0; i < sources.length; i++) {
       if (!(this.rnd() < this.o.sampleRate)) continue;
-      if (this.inflight >= this.o.maxShadowInflight || this.host.queued() >= PRESSURE_QUEUED) {
+      if (this.inflight >= this.o.maxShadowInflight || this.host.queued() >= PRESSURE_QUEUED || (this.o.shadowBudget < 1 && this.busyShare() >= this.o.shadowBudget)) {
         this.dropped++;
         continue;
       }
       this.inflight++;
-      void this.shadow(sources[i], served[i], opts).finally(() => this.inflight--);
+      const span = { start: performance.now(), end: Infinity };
+      this.spans.push(span);
+      void this.shadow(sources[i], served[i], opts).finally(() => {
+        this.inflight--;
+        span.end = performance.now();
+      });
     }
+  }
+
+  /** The share of the last BUDGET_WINDOW_MS the control spent on shadow requests (in-flight ones up to now). */
+  private busyShare(): number {
+    const now = performance.now(), from = now - BUDGET_WINDOW_MS;
+    while (this.spans.length > 0 && this.spans[0].end < from) this.spans.shift();
+    let busy = 0;
+    for (const s of this.spans) busy += Math.min(s.end, now) - Math.max(s.start, from);
+    return busy / BUDGET_WINDOW_MS;
   }
 
   private async shadow(source: string, served: string, opts: Record<string, unknown>): Promise<void> {
