@@ -30,8 +30,9 @@ async function metrics(base: string): Promise<Map<string, number>> {
 
 describe('serve flags', () => {
   it('--quality-* flags turn the guard on and set its options; without --quality-min-score it stays off', () => {
-    const c = parseServeArgs(['--quality-min-score', '55', '--quality-action', 'escalate', '--quality-metric', 'chrf', '--quality-sample-rate', '0.1', '--quality-window', '200', '--quality-recover-score', '70', '--quality-cooldown-s', '5'], {});
-    expect(c).toMatchObject({ qualityMinScore: 55, qualityAction: 'escalate', qualityMetric: 'chrf', qualitySampleRate: 0.1, qualityWindow: 200, qualityRecoverScore: 70, qualityCooldownS: 5 });
+    const c = parseServeArgs(['--quality-min-score', '55', '--quality-action', 'escalate', '--quality-metric', 'chrf', '--quality-sample-rate', '0.1', '--quality-window', '200', '--quality-recover-score', '70', '--quality-cooldown-s', '5', '--quality-shadow-budget', '0.1'], {});
+    expect(c).toMatchObject({ qualityMinScore: 55, qualityAction: 'escalate', qualityMetric: 'chrf', qualitySampleRate: 0.1, qualityWindow: 200, qualityRecoverScore: 70, qualityCooldownS: 5, qualityShadowBudget: 0.1 });
+    expect(parseServeArgs([], {}).qualityShadowBudget).toBe(0.03);
     expect(parseServeArgs([], {}).qualityMinScore).toBeUndefined();
     expect(parseServeArgs([], { CHIMERA_QUALITY_MIN_SCORE: '40' }).qualityMinScore).toBe(40);
     expect(() => parseServeArgs(['--quality-action', 'panic'], {})).toThrow(/alert, escalate/);

@@ -40,6 +40,7 @@ export const SERVE_OPTIONS: Opt[] = [
   o('quality-recover-score', 'number', 'step back down a rung after a full window at or above this', { arg: 'X' }),
   o('quality-cooldown-s', 'number', 'no tier change within this long of the last', { arg: 'S', def: '60' }),
   o('quality-control-precision', 'string', 'the control model\'s precision', { arg: 'P', def: 'fp32', choices: ['fp32', 'fp16', 'int8'] }),
+  o('quality-shadow-budget', 'number', 'share of wall time the control may spend translating (1: no limit)', { arg: 'X', def: '0.03' }),
   o('log-level', 'string', 'pino log level', { arg: 'L', def: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
   { flag: 'help', kind: 'boolean', short: 'h', help: 'this text', env: '' },
 ];
@@ -89,6 +90,7 @@ export interface ServeConfig {
   qualityRecoverScore?: number;
   qualityCooldownS: number;
   qualityControlPrecision: 'fp32' | 'fp16' | 'int8';
+  qualityShadowBudget: number;
   help: boolean;
 }
 
@@ -137,7 +139,7 @@ async function serve(cfg: ServeConfig): Promise<number> {
       ? {
         qualityGuard: {
           minScore: cfg.qualityMinScore, action: cfg.qualityAction, metric: cfg.qualityMetric, sampleRate: cfg.qualitySampleRate,
-          window: cfg.qualityWindow, cooldownMs: cfg.qualityCooldownS * 1000, controlPrecision: cfg.qualityControlPrecision,
+          window: cfg.qualityWindow, cooldownMs: cfg.qualityCooldownS * 1000, controlPrecision: cfg.qualityControlPrecision, shadowBudget: cfg.qualityShadowBudget,
           ...(cfg.qualityRecoverScore !== undefined ? { recoverScore: cfg.qualityRecoverScore } : {}),
         },
       }
