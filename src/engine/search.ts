@@ -2,11 +2,11 @@
  * The decoder loop around per-sequence state machines (src/engine/sequence.ts). A step is assembled from every
  * live sequence's rows, the model runs it, and the outputs are handed back: bans and forced eos first, then one
  * top-k call per group of rows that share a k (greedy: 1; beam B: 2B log-probabilities), then each sequence
- * advances. The scheduler (continuous batching), MarianModel.generate and the onnxruntime reference loop all
- * run their steps through StepAssembler, so search has one implementation.
+ * advances. The scheduler (continuous batching, which MarianModel.generate also runs) and the onnxruntime
+ * reference loop both run their steps through StepAssembler, so search has one implementation.
  */
 import { ChimeraError } from '../errors';
-import { logSoftmax, topk as topkKernel } from '../kernels';
+import { topk as topkKernel } from '../kernels';
 import type { CopySlot, SearchSpec, Sequence, StepOutput, StepRows } from './sequence';
 import { createSequence, type SearchOptions } from './sequence';
 
@@ -14,38 +14,6 @@ export * from './sequence';
 
 /** Per row r in [row0, row0 + rows): the k best of `logits` (log-probabilities when logSoftmax), best first. */
 export type TopkFn = (logits: Float32Array, row0: number, rows: number, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array) => void;
-
-/**
- * Top-k in TypeScript, for engines without the native one: ties go to the lower index, NaN counts as -Infinity,
- * and with logSoftmax the rows are turned into log-probabilities in place by the native kernel first.
- */
-export function makeTopkJs(vocab: number): TopkFn {
-  return (logits, row0, rows, k, ls, outIdx, outVal) => {
-    if (ls) logSoftmax(logits.subarray(row0 * vocab, (row0 + rows) * vocab), vocab);
-    for (let r = 0; r < rows; r++) {
-      const off = (row0 + r) * vocab;
-      const o = r * k;
-      let n = 0;
-      for (let t = 0; t < vocab; t++) {
-        let v = logits[off + t];
-        if (v !== v) v = -Infinity;
-        if (n === k && !(v > outVal[o + k - 1])) continue;
-        let p = n < k ? n++ : k - 1;
-        while (p > 0 && outVal[o + p - 1] < v) {
-          outVal[o + p] = outVal[o + p - 1];
-          outIdx[o + p] = outIdx[o + p - 1];
-          p--;
-        }
-        outVal[o + p] = v;
-        outIdx[o + p] = t;
-      }
-      for (; n < k; n++) {
-        outVal[o + n] = -Infinity;
-        outIdx[o + n] = 0;
-      }
-    }
-  };
-}
 
 /** Top-k through the native kernel (validated wrapper): rows of `vocab` logits, x itself left unchanged. */
 export function makeTopk(vocab: number): TopkFn {
@@ -135,25 +103,7 @@ export class StepAssembler {
   }
 }
 
-/** What a plain search loop needs from a model (sources already encoded into source slots 0..n-1). */
-export interface Stepper {
-  vocab: number;
-  step(rows: StepRows): Float32Array;
-  copySlot(from: number, to: number, len: number): void;
-  topk?: TopkFn;
-}
-
-export interface SearchResult {
-  /** Generated ids per source, without the start token, ending with eos when one was produced. */
-  ids: number[][];
-  /** Milliseconds from the start of search until every source had its first token. */
-  firstTokenMs: number;
-}
-
-/**
- * One sequence per source (source i in source slot i, slots handed out in order), stepped until all are done.
- * `step` may be async (onnxruntime); the loop then awaits it.
- */
+/** One sequence per source (source i in source slot i, slots handed out in order), for a plain search loop. */
 export function searchSequences(n: number, spec: SearchSpec, o: SearchOptions): { seqs: Sequence[]; slotsUsed: number } {
   const seqs: Sequence[] = [];
   let next = 0;
@@ -165,41 +115,6 @@ export function searchSequences(n: number, spec: SearchSpec, o: SearchOptions): 
   return { seqs, slotsUsed: next };
 }
 
-/** Synchronous greedy / sampling / beam search of n encoded sources: the thin loop over the sequence objects. */
-export function runSearch(st: Stepper, n: number, spec: SearchSpec, o: SearchOptions, onToken?: (source: number, token: number) => void): SearchResult {
-  const t0 = performance.now();
-  const { seqs } = searchSequences(n, spec, o);
-  const asm = new StepAssembler();
-  const topk = st.topk ?? makeTopk(st.vocab);
-  let firstTokenMs = -1;
-  for (let rows; (rows = asm.assemble(seqs)); ) {
-    asm.consume(seqs, st.step(rows), st.vocab, topk, (f, t, l) => st.copySlot(f, t, l), (i, tok) => {
-      if (onToken && seqs[i].topK <= 1) onToken(i, tok);
-    });
-    if (firstTokenMs < 0) firstTokenMs = performance.now() - t0;
-  }
-  return { ids: seqs.map((s) => s.result()), firstTokenMs: Math.max(0, firstTokenMs) };
-}
-
-/** As runSearch, for an engine whose step is asynchronous (onnxruntime's sessions). */
-export async function runSearchAsync(
-  st: { vocab: number; step(rows: StepRows): Promise<Float32Array>; copySlot(from: number, to: number, len: number): void; topk?: TopkFn },
-  n: number, spec: SearchSpec, o: SearchOptions,
-): Promise<SearchResult> {
-  const t0 = performance.now();
-  const { seqs } = searchSequences(n, spec, o);
-  const asm = new StepAssembler();
-  const topk = st.topk ?? makeTopk(st.vocab);
-  let firstTokenMs = -1;
-  for (let rows; (rows = asm.assemble(seqs)); ) {
-    const logits = await st.step(rows);
-    asm.consume(seqs, logits, st.vocab, topk, (f, t, l) => st.copySlot(f, t, l));
-    if (firstTokenMs < 0) firstTokenMs = performance.now() - t0;
-  }
-  return { ids: seqs.map((s) => s.result()), firstTokenMs: Math.max(0, firstTokenMs) };
-}
-
-/** What a Marian config says about search: the start token, eos, the banned ids, and whether eos is forced. */
 export interface SearchConfig {
   decoderStartId: number;
   eosId: number;

@@ -100,15 +100,6 @@ export function processLogits(logits: Float32Array, off: number, vocab: number, 
   if (banEos) logits[off + spec.eosId] = -Infinity;
 }
 
-export function argmax(a: Float32Array, off: number, n: number): number {
-  let best = 0, bv = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const v = a[off + i];
-    if (v > bv) { bv = v; best = i; }
-  }
-  return best;
-}
-
 /**
  * The k best indices of a row, best first (ties: lower index first), in one pass: a token must beat the current
  * k-th best to be inserted, so most cost one comparison.
@@ -287,21 +278,6 @@ export function addFinished(f: Hyp[], h: Hyp, B: number): void {
     let wi = 0;
     for (let i = 1; i < f.length; i++) if (f[i].score < f[wi].score) wi = i;
     if (h.score > f[wi].score) f[wi] = h;
-  }
-}
-
-/**
- * Merges row `beam`'s tokens (log-probs at logits[off, off + V) plus the beam's score) into `cand`, which keeps
- * the `keep` best, best first (ties: earlier beam, then lower token). A token must beat the current floor, so
- * almost every token costs one addition and one comparison. Used where a row's full log-probs are at hand.
- */
-export function collectTop(logits: Float32Array, off: number, V: number, base: number, beam: number, cand: Candidate[], keep: number): void {
-  let floor = cand.length === keep ? cand[keep - 1].score : -Infinity;
-  for (let t = 0; t < V; t++) {
-    const sc = logits[off + t] + base;
-    if (sc <= floor) continue;
-    insertCandidate(cand, { score: sc, beam, token: t }, keep);
-    if (cand.length === keep) floor = cand[keep - 1].score;
   }
 }
 
