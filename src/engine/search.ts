@@ -34,6 +34,9 @@ export class StepAssembler {
   private topVal = new Float32Array(0);
   private at: number[] = [];
   private topAt: number[] = [];
+  /** The views handed out last: cut again only when the row count changes (a sequence joins or leaves). */
+  private view: StepRows | null = null;
+  private readonly out: StepOutput = { vocab: 0, logits: new Float32Array(0), topIdx: new Int32Array(0), topVal: new Float32Array(0) };
   /** Largest position + 1 any row of the last assembled step writes. */
   maxPosition = 0;
 
@@ -54,6 +57,7 @@ export class StepAssembler {
     if (this.buf.tokens.length < count) {
       const cap = Math.max(count, this.buf.tokens.length * 2);
       this.buf = { tokens: new Int32Array(cap), slots: new Int32Array(cap), positions: new Int32Array(cap), sources: new Int32Array(cap), count: 0 };
+      this.view = null;
     }
     if (this.topIdx.length < topNeed) {
       const cap = Math.max(topNeed, this.topIdx.length * 2);
@@ -67,8 +71,11 @@ export class StepAssembler {
       seqs[i].fillRows(this.buf, r);
       r += seqs[i].rowCount();
     }
-    const b = this.buf;
-    return { tokens: b.tokens.subarray(0, count), slots: b.slots.subarray(0, count), positions: b.positions.subarray(0, count), sources: b.sources.subarray(0, count), count };
+    if (this.view?.count !== count) {
+      const b = this.buf;
+      this.view = { tokens: b.tokens.subarray(0, count), slots: b.slots.subarray(0, count), positions: b.positions.subarray(0, count), sources: b.sources.subarray(0, count), count };
+    }
+    return this.view;
   }
 
   /**
@@ -93,7 +100,11 @@ export class StepAssembler {
       t += n * k;
       i = e;
     }
-    const out: StepOutput = { vocab, logits, topIdx: this.topIdx, topVal: this.topVal };
+    const out = this.out;
+    out.vocab = vocab;
+    out.logits = logits;
+    out.topIdx = this.topIdx;
+    out.topVal = this.topVal;
     for (let i = 0; i < seqs.length; i++) {
       const rows = seqs[i].rowCount();
       if (rows === 0) continue;
