@@ -25,7 +25,16 @@ const FALLBACK = [
   'A little girl climbs into a wooden playhouse.', 'A man rides a bike down the street.', 'Three children play in the snow.',
   'An old man is sitting on a bench near the water.', 'A group of people stand in front of a large building.',
 ];
-const SENTENCES = existsSync(VAL_EN) ? readFileSync(VAL_EN, 'utf8').split('\n').filter((l) => l.trim() !== '').slice(0, 48) : FALLBACK;
+/** 48 varied sentences without the shared data: the fallback's 8, then combinations of their parts. */
+function synthetic(): string[] {
+  const who = ['A man', 'A young girl', 'Two dogs', 'An old woman', 'A group of children', 'A boy in a red shirt'];
+  const what = ['is running across the grass', 'are playing in the snow', 'is riding a bike down the street', 'are sitting on a bench'];
+  const where = ['near the water.', 'in front of a large building.', 'on a sunny day.', 'next to a white car.'];
+  const out = [...FALLBACK];
+  for (let i = 0; out.length < 48; i++) out.push(`${who[i % 6]} ${what[(i >> 1) % 4]} ${where[(i * 3) % 4]}`);
+  return out;
+}
+const SENTENCES = existsSync(VAL_EN) ? readFileSync(VAL_EN, 'utf8').split('\n').filter((l) => l.trim() !== '').slice(0, 48) : synthetic();
 
 /** Fails (instead of hanging until the test timeout) when `p` has not settled after `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
