@@ -349,3 +349,14 @@ describe('draining', () => {
     expect(ready instanceof Error && fresh instanceof Error, 'at least one answer came while draining').toBe(false);
   });
 });
+
+describe('unknown body fields', () => {
+  it('are named, with the nearest known field', async () => {
+    const r = await postJson(base, '/v1/translate', { text: 'A dog.', bem: 2 });
+    expect(r.status).toBe(400);
+    expect(r.json.error.code).toBe('E_VALIDATION');
+    expect(r.json.error.message).toMatch(/unknown body field 'bem' \(did you mean 'beam'\?\)/);
+    const s = await postJson(base, '/v1/translate', { text: 'A dog.', max_length: 2 });
+    expect(s.json.error.message).toMatch(/'max_length'.*did you mean 'maxLength'/);
+  });
+});

@@ -1,3 +1,5 @@
+import { suggest } from '../util/options';
+
 /** How errors become HTTP statuses and bodies: `{"error": {"code", "message"}}` (LibreTranslate routes: `{"error": "..."}`). */
 
 export interface HttpError {
@@ -16,11 +18,25 @@ export class ServerError extends Error {
   }
 }
 
+/**
+ * A schema violation in words a client can act on: an unknown body field is named, with the nearest known one
+ * (the library's option checks do the same), instead of ajv's "must NOT have additional properties".
+ */
+function validationMessage(v: unknown): string | undefined {
+  const list = Array.isArray(v) ? (v as { keyword?: string; params?: { additionalProperty?: string }; parentSchema?: { properties?: Record<string, unknown> } }[]) : [];
+  const extra = list.find((x) => x.keyword === 'additionalProperties' && x.params?.additionalProperty);
+  if (!extra) return undefined;
+  const name = extra.params!.additionalProperty!;
+  const known = Object.keys(extra.parentSchema?.properties ?? {});
+  const near = suggest(name, known);
+  return `unknown body field '${name}'${near ? ` (did you mean '${near}'?)` : ''}${known.length ? `; known fields: ${known.join(', ')}` : ''}`;
+}
+
 /** Maps anything thrown by a handler, fastify or the Translator to a status, a code and a message. */
 export function toHttpError(e: unknown): HttpError {
   const err = e as { name?: string; code?: string; reason?: string; message?: string; statusCode?: number; validation?: unknown; status?: number; retryAfter?: number };
   if (e instanceof ServerError) return { status: e.status, code: e.code, message: e.message, retryAfter: e.retryAfter };
-  if (err?.validation) return { status: 400, code: 'E_VALIDATION', message: err.message ?? 'invalid request' };
+  if (err?.validation) return { status: 400, code: 'E_VALIDATION', message: validationMessage(err.validation) ?? err.message ?? 'invalid request' };
   switch (err?.code) {
     case 'E_INPUT':
       return { status: err.reason === 'too_long' ? 413 : 400, code: 'E_INPUT', message: err.message ?? 'invalid input' };

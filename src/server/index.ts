@@ -185,7 +185,7 @@ export function createServer(options: CreateServerOptions = {}): ChimeraServer {
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     bodyLimit: Math.max(1 << 20, 8 * ctx.maxTextBytes),
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, verbose: true } },
     return503OnClosing: true,
     // the chimera plugin loads the model while the server starts: a large one quantised from a directory can
     // take longer than fastify's default 10 s plugin timeout
