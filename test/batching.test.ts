@@ -13,7 +13,7 @@ import { AbortError, ChimeraError } from '../src/errors';
 import { getThreads, setThreads } from '../src/kernels';
 import { MarianModel, type GenerateOptions, type Precision } from '../src/marian';
 import { Scheduler, type BatchModel, type SentenceResult } from '../src/engine/scheduler';
-import { joinSentences, splitSentences } from '../src/engine/sentences';
+import { joinSentences, splitSentences } from '../src/translator/sentences';
 import { Translator, type CachedSentence, type SentenceCacheTier } from '../src/translator';
 
 const MODEL_DIR = join(__dirname, '..', 'models', 'marian-m30k-en-de');

@@ -1,5 +1,5 @@
 /**
- * The live quality guard (src/engine/quality-guard.ts) on the m30k model with Multi30k sentences: served int8
+ * The live quality guard (src/translator/quality-guard.ts) on the m30k model with Multi30k sentences: served int8
  * output is scored against the fp32 control over a sliding window. An untouched model stays on its tier over
  * several windows; a model degraded at run time through its live layer-norm gamma is caught within one window
  * and moved up the ladder by a hot swap, and steps back down once quality holds (hysteresis). The hot swap loses
@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { corpusBleu } from '../src/bleu';
 import { ChimeraError } from '../src/errors';
 import { MarianModel } from '../src/marian';
-import { LADDER, mixedPlan, rungOf } from '../src/engine/quality-guard';
+import { LADDER, mixedPlan, rungOf } from '../src/translator/quality-guard';
 import { Translator, type TranslatorLoadOptions } from '../src/translator';
 
 const MODEL_DIR = join(__dirname, '..', 'models', 'marian-m30k-en-de');

@@ -50,7 +50,7 @@ export class ServerMetrics {
     new Gauge({ name: 'chimera_inflight_requests', help: 'HTTP translation requests in flight', registers, collect() { this.set(ctx.inflight); } });
     new Gauge({ name: 'chimera_ready', help: '1 when the model is loaded and the server is not draining', registers, collect() { this.set(ctx.translator && !ctx.draining && !ctx.closed ? 1 : 0); } });
     // the live quality guard (present only when the Translator has one)
-    const quality = () => (stats() as { quality?: { metric: string; score: number | null; tier: string } | null } | undefined)?.quality ?? null;
+    const quality = () => stats()?.quality ?? null;
     new Gauge({
       name: 'chimera_quality_score', help: 'Quality guard: the sliding window score of served output against the control (absent until the window fills)',
       labelNames: ['metric'], registers,
@@ -108,7 +108,7 @@ export class ServerMetrics {
     const s = this.stats();
     if (!s) return;
     this.advance(this.tokens, 'tokens', s.tokensGenerated ?? 0);
-    const q = (s as { quality?: { samples: number; shadowDropped: number; changes: unknown[] } | null }).quality;
+    const q = s.quality;
     if (q) {
       this.advance(this.qualitySamples, 'quality:samples', q.samples);
       this.advance(this.qualityDropped, 'quality:dropped', q.shadowDropped);

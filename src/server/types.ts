@@ -1,33 +1,15 @@
 /**
- * The Translator the server programs against (docs/translator-contract.md), declared structurally here so the
+ * The Translator the server programs against (src/translator), declared structurally here so the
  * server compiles against any Translator that offers these members: the package's own, or one passed in by
  * an embedding application. Members a Translator may lack are optional and the server degrades without them
  * (no gauges without stats(), no batch-rows histogram without the 'steps' event).
  */
-import type { PrecisionPlan, MarianLoadOptions } from '../marian';
+import type { PrecisionPlan } from '../marian';
 
-export interface CachedSentence {
-  text: string;
-  tokens: number[];
-}
-
-/** A cache tier read after the in-process LRU and written on completion (e.g. Redis). */
-export interface SentenceCacheTier {
-  readonly name: string;
-  get(keys: string[]): Promise<(CachedSentence | null | undefined)[]>;
-  set(entries: [string, CachedSentence][]): Promise<void> | void;
-}
-
-export interface TranslatorLoadOptions extends MarianLoadOptions {
-  maxQueue?: number;
-  maxSlots?: number;
-  maxSourceTokens?: number;
-  maxStateBytes?: number;
-  cacheBytes?: number;
-  cacheTiers?: SentenceCacheTier[];
-  splitSentences?: boolean;
-  qualityGuard?: import('../translator').QualityGuardOptions;
-}
+// The package's own types, used as they are; only what an embedding application's Translator may leave out is
+// loosened below (stats() fields are read with defaults).
+export type { CachedSentence, SentenceCacheTier, TranslatorLoadOptions, StreamEvent as ServerStreamEvent } from '../translator';
+import type { StreamEvent as ServerStreamEvent, TranslatorStats as FullStats } from '../translator';
 
 export interface ServerTranslateOptions {
   beam?: number;
@@ -51,32 +33,8 @@ export interface ServerTranslationResult {
   totalMs: number;
 }
 
-export interface ServerStreamEvent {
-  token: number;
-  text: string;
-  delta: string;
-}
-
-export interface TranslatorStats {
-  queued: number;
-  active: number;
-  slotsInUse: number;
-  slotsTotal: number;
-  sourceTokensInUse: number;
-  steps: number;
-  stepRowsMean: number;
-  stepMsMean: number;
-  stepMsLast: number;
-  tokensGenerated: number;
-  requests: { done: number; failed: number; aborted: number; busy: number };
-  cache: {
-    hits: number;
-    misses: number;
-    entries: number;
-    bytes: number;
-    tiers: Record<string, { hits: number; misses: number; errors: number }>;
-  };
-}
+/** What stats() may return: the Translator's figures, any of which an embedding application's may lack. */
+export type TranslatorStats = Partial<FullStats>;
 
 export interface ModelInfo {
   source: string;

@@ -11,15 +11,15 @@ import { Worker } from 'node:worker_threads';
 import { AbortError, ChimeraError, type ChimeraErrorCode, type ChimeraErrorReason } from '../errors';
 import { OPTION_ALIASES, SEARCH_OPTION_KEYS, type GenerateOptions, type MarianLoadOptions, type Precision, type PrecisionPlan } from '../marian';
 import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from './protocol';
-import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from '../engine/cache';
-import { joinSentences, splitSentences, type Segment } from '../engine/sentences';
+import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from './cache';
+import { joinSentences, splitSentences, type Segment } from './sentences';
 import { checkKeys } from '../util/options';
 import { resolveModelSource } from '../model/hub-cache';
-import { checkGuardOptions, QualityGuard, type GuardControl, type QualityGuardOptions, type QualityStats } from '../engine/quality-guard';
+import { checkGuardOptions, QualityGuard, type GuardControl, type QualityGuardOptions, type QualityStats } from './quality-guard';
 
-export type { QualityGuardOptions, QualityStats, TierChange, Rung } from '../engine/quality-guard';
+export type { QualityGuardOptions, QualityStats, TierChange, Rung } from './quality-guard';
 
-export type { CachedSentence, SentenceCacheTier, CacheStats } from '../engine/cache';
+export type { CachedSentence, SentenceCacheTier, CacheStats } from './cache';
 
 /**
  * translate() / stream() options: the same names and meanings as MarianModel.generate() (less onToken, plus
