@@ -4,6 +4,7 @@
  * before any data is read, and every problem is an E_MODEL error naming the file, so a hostile or truncated
  * file can never make us read out of bounds or allocate absurd amounts of memory.
  */
+import { mergeShards, resolveShards, type ShardSet } from './shards';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -54,7 +55,6 @@ const FLOAT_DTYPES: readonly string[] = ['F32', 'F16', 'BF16'];
 const INT_DTYPES: readonly string[] = ['I64', 'I32', 'I16', 'I8', 'U8'];
 
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
-const INDEX_SUFFIX = '.index.json';
 
 // The typed-array views below assume the host is little-endian, like the file format.
 const LITTLE_ENDIAN = os.endianness() === 'LE';
@@ -215,61 +215,13 @@ function makeFilter(filter: TensorFilter | undefined): (name: string) => boolean
  * `*.safetensors.index.json`, or a directory holding `model.safetensors` or `model.safetensors.index.json`.
  * For an index, also returns which shard each tensor is listed in.
  */
-export function resolveSafetensors(p: string): { files: string[]; weightMap?: Map<string, string> } {
-  let target = p;
-  if (fs.existsSync(p) && fs.statSync(p).isDirectory()) {
-    const single = path.join(p, 'model.safetensors');
-    const index = path.join(p, 'model.safetensors' + INDEX_SUFFIX);
-    if (fs.existsSync(single)) target = single;
-    else if (fs.existsSync(index)) target = index;
-    else fail(p, 'no model.safetensors or model.safetensors.index.json in this directory');
-  }
-  if (!target.endsWith(INDEX_SUFFIX)) return { files: [target] };
-
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(target, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(target, code === 'ENOENT' ? 'file not found' : `index is not valid JSON (${(e as Error).message})`);
-  }
-  if (!isPlainObject(json) || !isPlainObject(json.weight_map)) fail(target, 'index has no weight_map object');
-  const dir = path.dirname(target);
-  const weightMap = new Map<string, string>();
-  const files: string[] = [];
-  for (const [name, shard] of Object.entries(json.weight_map)) {
-    // Shard names must be plain file names next to the index: no paths, so an index cannot point elsewhere.
-    if (typeof shard !== 'string' || shard === '' || shard !== path.basename(shard) || shard === '.' || shard === '..')
-      fail(target, `weight_map entry '${name}' names an invalid shard ${JSON.stringify(shard)}`);
-    const shardPath = path.join(dir, shard);
-    if (!files.includes(shardPath)) {
-      if (!fs.existsSync(shardPath)) fail(target, `shard '${shard}' listed in the index is missing`);
-      files.push(shardPath);
-    }
-    weightMap.set(name, shardPath);
-  }
-  if (files.length === 0) fail(target, 'index weight_map is empty');
-  return { files, weightMap };
+export function resolveSafetensors(p: string): ShardSet {
+  return resolveShards(p, 'model.safetensors');
 }
 
 /** Validated headers of every file behind `p` (see resolveSafetensors), checked for duplicate names across shards. */
 export function readSafetensorsIndex(p: string): Map<string, TensorInfo> {
-  const { files, weightMap } = resolveSafetensors(p);
-  const all = new Map<string, TensorInfo>();
-  for (const file of files) {
-    for (const [name, info] of readSafetensorsHeader(file).tensors) {
-      const prev = all.get(name);
-      if (prev) fail(file, `tensor '${name}' also appears in ${prev.file}`);
-      all.set(name, info);
-    }
-  }
-  if (weightMap) {
-    for (const [name, shard] of weightMap) {
-      const info = all.get(name);
-      if (!info || info.file !== shard) fail(shard, `the index lists tensor '${name}' in this shard, but it is not there`);
-    }
-  }
-  return all;
+  return mergeShards(resolveSafetensors(p), (f) => readSafetensorsHeader(f).tensors);
 }
 
 function readSelected<T>(

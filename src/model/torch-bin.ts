@@ -20,6 +20,7 @@
  * returned as a view of the mapping (zero-copy; torch aligns zip entries to 64 bytes, so this is the usual
  * case); other layouts and dtypes are gathered and converted into a fresh Float32Array.
  */
+import { mergeShards, resolveShards, type ShardSet } from './shards';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -57,7 +58,6 @@ export interface TorchCheckpoint {
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
-const INDEX_SUFFIX = '.index.json';
 const ELEMENT_BYTES: Record<TorchDtype, number> = Object.fromEntries(
   Object.values(STORAGE_CLASSES).map((c) => [c.dtype, c.bytes]),
 ) as Record<TorchDtype, number>;
@@ -290,59 +290,11 @@ function f16Table(): Float32Array {
  * The checkpoint files behind a path: a `.bin` file, a `*.bin.index.json`, or a directory holding
  * `pytorch_model.bin` or `pytorch_model.bin.index.json`; for an index, which shard each tensor is listed in.
  */
-export function resolveTorchBin(p: string): { files: string[]; weightMap?: Map<string, string> } {
-  let target = p;
-  if (fs.existsSync(p) && fs.statSync(p).isDirectory()) {
-    const single = path.join(p, 'pytorch_model.bin');
-    const index = path.join(p, 'pytorch_model.bin' + INDEX_SUFFIX);
-    if (fs.existsSync(single)) target = single;
-    else if (fs.existsSync(index)) target = index;
-    else fail(p, 'no pytorch_model.bin or pytorch_model.bin.index.json in this directory');
-  }
-  if (!target.endsWith(INDEX_SUFFIX)) return { files: [target] };
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(target, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(target, code === 'ENOENT' ? 'file not found' : `index is not valid JSON (${(e as Error).message})`);
-  }
-  const wm = (json as { weight_map?: unknown } | null)?.weight_map;
-  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) fail(target, 'index has no weight_map object');
-  const dir = path.dirname(target);
-  const weightMap = new Map<string, string>();
-  const files: string[] = [];
-  for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
-    // Shard names are plain file names next to the index, so an index cannot point elsewhere.
-    if (typeof shard !== 'string' || shard === '' || shard !== path.basename(shard) || shard === '.' || shard === '..')
-      fail(target, `weight_map entry '${name}' names an invalid shard ${JSON.stringify(shard)}`);
-    const shardPath = path.join(dir, shard as string);
-    if (!files.includes(shardPath)) {
-      if (!fs.existsSync(shardPath)) fail(target, `shard '${shard}' listed in the index is missing`);
-      files.push(shardPath);
-    }
-    weightMap.set(name, shardPath);
-  }
-  if (files.length === 0) fail(target, 'index weight_map is empty');
-  return { files, weightMap };
+export function resolveTorchBin(p: string): ShardSet {
+  return resolveShards(p, 'pytorch_model.bin');
 }
 
 /** Every tensor behind `p` (see resolveTorchBin), checked for duplicates across shards and against the index. */
 export function readTorchIndex(p: string): Map<string, TorchTensorInfo> {
-  const { files, weightMap } = resolveTorchBin(p);
-  const all = new Map<string, TorchTensorInfo>();
-  for (const file of files) {
-    for (const [name, info] of readTorchCheckpoint(file).tensors) {
-      const prev = all.get(name);
-      if (prev) fail(file, `tensor '${name}' also appears in ${prev.file}`);
-      all.set(name, info);
-    }
-  }
-  if (weightMap) {
-    for (const [name, shard] of weightMap) {
-      const info = all.get(name);
-      if (!info || info.file !== shard) fail(shard, `the index lists tensor '${name}' in this shard, but it is not there`);
-    }
-  }
-  return all;
+  return mergeShards(resolveTorchBin(p), (f) => readTorchCheckpoint(f).tensors);
 }
