@@ -27,35 +27,31 @@
  *   stop on their own). m30k: mean over the first validation sentences with natural stopping (src_len = their
  *   mean length).
  * Protocol (../shared/REFERENCE.md §2): same weights, inputs, thread count (chimera setThreads(T); ORT
- * intraOpNumThreads T, interOpNumThreads 1, sequential, graphOptimizationLevel 'all'); warm-up rounds; the five
- * engines interleaved round-robin (the order rotates each round); medians. ratio = ours_ms / ort_ms (< 1: we are
- * faster).
+ * intraOpNumThreads T, interOpNumThreads 1, sequential, graphOptimizationLevel 'all'); warm-up generations; the
+ * engines interleaved on tinybench (bench/stats.ts, shared with bench:kernels and bench:ttft): each round is one
+ * tinybench run of every engine, one whole generation each (an async task with a fixed iteration count, the figure
+ * the engine timed itself as its sample), the order rotating each round. Every figure is reported as p50, mean,
+ * p99, relative margin of error and sample count; ratio = ours_ms / ort_ms of the medians (< 1: we are faster).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { getIsa, setThreads } from '../src/kernels';
 import { MarianModel, type Precision } from '../src/marian';
-import { makeModel } from '../src/model/make-model';
-import { exportMarianOnnx } from '../src/onnx/export-marian';
+import { arg, checkFlags, onnxDir, opusDir, ORT_TIERS, type OrtTier, ROOT, source } from './fixtures';
 import { OrtMarian } from './ort-marian';
 import { decodeWork, Roofline, ttftWork, type Tier } from './roofline';
+import { type Contender, formatTable, interleave, STAT_HEADER, statCells, type Stats, summarize } from './stats';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
+checkFlags({ value: ['json', 'threads', 'models', 'runs'], bool: ['quick'] });
 const quick = process.argv.includes('--quick');
 const threadList = (arg('threads') ?? (quick ? '1' : '1,2')).split(',').map(Number);
 const modelList = (arg('models') ?? 'opus,m30k').split(',');
 const jsonOut = arg('json');
-const ROOT = path.resolve(__dirname, '..');
 const SHARED_MODEL = path.resolve(ROOT, '..', 'shared', 'models', 'marian-m30k-en-de');
 const VAL_EN = path.resolve(ROOT, '..', 'shared', 'data', 'multi30k', 'val.en');
 
 const TIERS: Precision[] = ['fp32', 'fp16', 'int8'];
-const ORT_TIERS = ['fp32', 'int8-per-channel', 'int8-per-tensor'] as const;
-type OrtTier = (typeof ORT_TIERS)[number];
 type PeerTier = OrtTier | 'tjs-fp32' | 'tjs-q8';
 const TJS_TIERS = ['tjs-fp32', 'tjs-q8'] as const;
 type Search = 'greedy' | 'beam4';
@@ -77,54 +73,16 @@ export interface Row {
   src_len: number;
   metric: Metric;
   threads: number;
+  /** the medians (p50) of ours and the peer's figure */
   ours_ms: number;
   ort_ms: number;
   ratio: number;
+  /** the full statistics of both sides (ms) */
+  ours: Stats;
+  ort: Stats;
   /** The roofline floor of ours_ms (greedy TTFT and decode rows) and ours' % of it (floor / ours). */
   floor_ms?: number;
   pct_of_floor?: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
-/** A deterministic source of `len` ids (eos last) that avoids eos, unk and pad. */
-function source(len: number, vocab: number, eos: number, seed: number): number[] {
-  let s = seed >>> 0;
-  const ids: number[] = [];
-  for (let i = 0; i < len - 1; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    ids.push(2 + (s % (vocab - 3)));
-  }
-  ids.push(eos);
-  return ids;
-}
-
-async function opusDir(): Promise<string> {
-  const dir = path.join(ROOT, '.tmp', 'models', 'opus-mt-en-de-seed1');
-  if (!fs.existsSync(path.join(dir, 'model.safetensors'))) {
-    console.log(`generating the OPUS-MT-geometry model in ${dir} (once)...`);
-    makeModel({ preset: 'opus-mt-en-de', seed: 1, out: dir });
-  }
-  return dir;
-}
-
-/** Exports (once per source model version) the fp32 and int8 ONNX graphs into .tmp/onnx/<name>-<tier>. */
-function onnxDir(modelDir: string, name: string, tier: OrtTier): string {
-  const out = path.join(ROOT, '.tmp', 'onnx', `${name}-${tier}`);
-  const st = fs.statSync(path.join(modelDir, 'model.safetensors'));
-  const exporter = fs.statSync(path.join(ROOT, 'src', 'onnx', 'export-marian.ts'));
-  const stamp = JSON.stringify({ modelDir, size: st.size, mtime: st.mtimeMs, exporter: exporter.mtimeMs });
-  const stampFile = path.join(out, '.chimera-export.json');
-  if (!fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp) {
-    const t0 = performance.now();
-    exportMarianOnnx(modelDir, out, { int8: tier !== 'fp32', perTensor: tier === 'int8-per-tensor' });
-    fs.writeFileSync(stampFile, stamp);
-    console.log(`exported ${name} ${tier} ONNX to ${out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  }
-  return out;
 }
 
 interface Engine {
@@ -205,19 +163,22 @@ async function tjsEngine(tjs: Tjs, dir: string, tier: 'tjs-fp32' | 'tjs-q8', thr
 }
 
 /**
- * Interleaved measurement: `warm` discarded rounds, then `runs` rounds; each round runs every engine once, in an
- * order rotated by the round number. Returns the median of `pick` per engine.
+ * Interleaved measurement (bench/stats.ts): `warm` warm-up generations of every engine, then `runs` rounds; each
+ * round is one tinybench run of every engine, one generation each, in an order rotated by the round number.
+ * `once` returns the figures of one generation, `primary` first; returns each engine's statistics per figure.
  */
-async function measure(engines: Engine[], warm: number, runs: number, once: (e: Engine) => Promise<number>): Promise<Map<Engine, number>> {
-  const samples = new Map<Engine, number[]>(engines.map((e) => [e, []]));
-  for (let r = 0; r < warm + runs; r++) {
-    for (let k = 0; k < engines.length; k++) {
-      const e = engines[(k + r) % engines.length];
-      const v = await once(e);
-      if (r >= warm) samples.get(e)!.push(v);
+async function measure(engines: Engine[], warm: number, runs: number, once: (e: Engine) => Promise<Record<string, number>>): Promise<Map<string, Map<Engine, Stats>>> {
+  const byName = new Map(engines.map((e) => [e.name, e]));
+  const contenders: Contender[] = engines.map((e) => ({ name: e.name, async: true, reports: true, fn: () => once(e) }));
+  const primary = 'ms';
+  const samples = await interleave(contenders, { rounds: runs, iterations: 1, timeMs: 0, warmup: warm, primary });
+  const out = new Map<string, Map<Engine, Stats>>();
+  for (const [name, figs] of samples)
+    for (const [fig, xs] of figs) {
+      if (!out.has(fig)) out.set(fig, new Map());
+      out.get(fig)!.set(byName.get(name)!, summarize(xs));
     }
-  }
-  return new Map(engines.map((e) => [e, median(samples.get(e)!)]));
+  return out;
 }
 
 async function benchModel(name: string, dir: string, rows: Row[], sentences: number[][] | null): Promise<void> {
@@ -246,8 +207,9 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
       if (search !== 'greedy' || metric === 'sentence_ms') return null;
       return new Map(engines.map((e) => [e, roof.floorMs(metric === 'ttft_ms' ? ttftWork(cfg, e.floorTier, S) : decodeWork(cfg, e.floorTier, S, NEW_TOKENS / 2), e.floorTier, T)]));
     };
-    const record = (metric: Metric, search: Search, S: number, med: Map<Engine, number>) => {
-      const engines = [...med.keys()];
+    const record = (metric: Metric, search: Search, S: number, stats: Map<Engine, Stats>) => {
+      const engines = [...stats.keys()];
+      const med = new Map(engines.map((e) => [e, stats.get(e)!.p50]));
       const floors = floorsOf(metric, search, S, engines);
       table.push({ metric, search, S, med, engines, floors });
       const ort = (t: OrtTier) => engines.find((e) => e.kind === 'ort' && e.tier === t)!;
@@ -262,48 +224,43 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
           const fl = floors?.get(o);
           rows.push({
             model: name, tier: o.tier as Precision, ort_tier: r.tier as PeerTier, search, src_len: S, metric, threads: T, ours_ms: a, ort_ms: b, ratio: a / b,
+            ours: stats.get(o)!, ort: stats.get(r)!,
             ...(fl !== undefined ? { floor_ms: fl, pct_of_floor: (100 * fl) / a } : {}),
           });
         }
       }
-      const cells = engines.map((e) => `${e.name} ${med.get(e)!.toFixed(2)}${floors ? ` (${((100 * floors.get(e)!) / med.get(e)!).toFixed(0)}%)` : ''}`).join(' | ');
-      console.log(`  ${metric.padEnd(19)} ${search.padEnd(6)} S=${String(S).padEnd(4)} ${cells}`);
-      if (floors) {
-        const byTier = new Map<Tier, number>();
-        for (const e of engines) byTier.set(e.floorTier, floors.get(e)!);
-        console.log(`  ${''.padEnd(19)} ${''.padEnd(6)} ${''.padEnd(6)} floor: ${[...byTier].map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')} ms (in parentheses: % of floor)`);
-      }
+      const cells = engines.map((e) => [
+        e.name, ...statCells(stats.get(e)!),
+        ...(floors ? [floors.get(e)!.toFixed(2), `${((100 * floors.get(e)!) / med.get(e)!).toFixed(0)}%`] : []),
+      ]);
+      console.log(`  ${metric} ${search} S=${S}:`);
+      console.log(formatTable(['engine', ...STAT_HEADER, ...(floors ? ['floor', '%floor'] : [])], cells, '    '));
     };
-    console.log(`\n${name}, ${T} thread${T > 1 ? 's' : ''} (medians, ms):`);
+    console.log(`\n${name}, ${T} thread${T > 1 ? 's' : ''} (ms; p50 = median, rme = relative margin of error of the mean at 95 %, n = samples; floor = roofline floor, %floor = floor / p50):`);
     for (const search of ['greedy', 'beam4'] as Search[]) {
       const beam = search === 'greedy' ? 1 : 4;
       const engines = enginesFor(search);
       for (const S of SRC_LENS) {
         const ids = source(S, cfg.vocabSize, cfg.eosId, 1000 + S);
-        record('ttft_ms', search, S, await measure(engines, WARM, TTFT_RUNS, async (e) => (await e.run(ids, { beam, maxLength: 1 })).ttftMs));
+        record('ttft_ms', search, S, (await measure(engines, WARM, TTFT_RUNS, async (e) => ({ ms: (await e.run(ids, { beam, maxLength: 1 })).ttftMs }))).get('ms')!);
       }
       // decode: S = 32, exactly NEW_TOKENS tokens
       const ids = source(32, cfg.vocabSize, cfg.eosId, 77);
-      const dec = new Map<Engine, number[]>(engines.map((e) => [e, []]));
-      const tot = new Map<Engine, number[]>(engines.map((e) => [e, []]));
-      await measure(engines, 1, DECODE_RUNS, async (e) => {
+      const dec = await measure(engines, 1, DECODE_RUNS, async (e) => {
         const r = await e.run(ids, { beam, maxLength: NEW_TOKENS, minNewTokens: NEW_TOKENS });
         if (r.tokens !== NEW_TOKENS) throw new Error(`${e.name} generated ${r.tokens} tokens, expected ${NEW_TOKENS}`);
-        dec.get(e)!.push((r.totalMs - r.ttftMs) / (NEW_TOKENS - 1));
-        tot.get(e)!.push(r.totalMs);
-        return r.totalMs;
+        return { ms: r.totalMs, decode: (r.totalMs - r.ttftMs) / (NEW_TOKENS - 1) };
       });
-      // the warm-up round's samples are the first of each list: drop them
-      const med = (m: Map<Engine, number[]>) => new Map(engines.map((e) => [e, median(m.get(e)!.slice(1))]));
-      record('decode_ms_per_token', search, 32, med(dec));
-      if (!sentences) record('sentence_ms', search, 32, med(tot));
+      record('decode_ms_per_token', search, 32, dec.get('decode')!);
+      if (!sentences) record('sentence_ms', search, 32, dec.get('ms')!);
       else {
         const meanLen = Math.round(sentences.reduce((s, x) => s + x.length, 0) / sentences.length);
-        record('sentence_ms', search, meanLen, await measure(engines, 1, DECODE_RUNS, async (e) => {
+        const sent = await measure(engines, 1, DECODE_RUNS, async (e) => {
           let sum = 0;
           for (const s of sentences) sum += (await e.run(s, { beam, maxLength: cfg.maxLength - 1 })).totalMs;
-          return sum / sentences.length;
-        }));
+          return { ms: sum / sentences.length };
+        });
+        record('sentence_ms', search, meanLen, sent.get('ms')!);
       }
     }
     // the ratio table for this thread count: ours / peer; int8 against the faster ORT int8 variant, named

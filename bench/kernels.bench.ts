@@ -5,21 +5,22 @@
  *   CHIMERA_ISA=avx2 npm run bench:kernels        # force a kernel path (read by the addon at load)
  *
  * Each row warms both sides up, then runs R rounds; a round is one tinybench run of each side, the order
- * alternating between rounds so that drift on this shared machine hits both. Samples are pooled over the
- * rounds and the medians reported. ORT is called as a user would: `await session.run(feeds)`, which includes
- * the binding's setImmediate hop and a fresh output tensor per call.
+ * alternating between rounds so that drift on this shared machine hits both (bench/stats.ts, shared with
+ * bench:e2e and bench:ttft). Samples are pooled over the rounds; each side is reported as p50, mean, p99,
+ * relative margin of error and sample count, and the ratio is of the medians. ORT is called as a user would:
+ * `await session.run(feeds)`, which includes the binding's setImmediate hop and a fresh output tensor per call.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { Bench } from 'tinybench';
 import {
   addLayerNorm, getIsa, getThreads, layerNorm, linear, linearInt8, packFp32Weights, packInt8Weights, setThreads,
 } from '../src/index';
 import { native } from '../src/native';
 import { GraphBuilder } from '../src/onnx/writer';
 import { Rng } from './rng';
+import { interleaveStats, STAT_HEADER, statCells, type Stats } from './stats';
 
 /** How long each peak probe spins: long enough for the clock to settle, short beside the benchmark. */
 const PROBE_MS = 300;
@@ -82,6 +83,8 @@ interface Row {
   n: number;
   ours_ms: number;
   ort_ms: number;
+  ours: Stats;
+  ort: Stats;
   ratio: number;
   /** ours; null for the norms, which do no multiply-accumulates */
   gmacs: number | null;
@@ -111,34 +114,15 @@ function budgetFor(quick: boolean, heavy: boolean): Budget {
   return heavy ? { rounds: 5, timeMs: 300, iterations: 3, warmups: 2 } : { rounds: 5, timeMs: 400, iterations: 10, warmups: 5 };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
-}
-
-async function measure(p: Pair, b: Budget): Promise<{ ours: number; ort: number }> {
-  for (let i = 0; i < b.warmups; i++) {
-    p.ours();
-    await p.ort();
-  }
-  const samples = { ours: [] as number[], ort: [] as number[] };
-  for (let r = 0; r < b.rounds; r++) {
-    const bench = new Bench({ time: b.timeMs, iterations: b.iterations, warmup: false, retainSamples: true, throws: true });
-    const sides = r % 2 === 0 ? (['ours', 'ort'] as const) : (['ort', 'ours'] as const);
-    for (const side of sides) {
-      if (side === 'ours') bench.add('ours', p.ours, { async: false });
-      else bench.add('ort', p.ort, { async: true });
-    }
-    await bench.run();
-    for (const t of bench.tasks) {
-      const res = t.result;
-      if (res.state !== 'completed' || !res.latency.samples) throw new Error(`${t.name}: benchmark ${res.state}`);
-      const into = samples[t.name as 'ours' | 'ort'];
-      for (const v of res.latency.samples) into.push(v);
-    }
-  }
-  return { ours: median(samples.ours), ort: median(samples.ort) };
+async function measure(p: Pair, b: Budget): Promise<{ ours: Stats; ort: Stats }> {
+  const s = await interleaveStats(
+    [
+      { name: 'ours', fn: p.ours },
+      { name: 'ort', fn: p.ort, async: true },
+    ],
+    { rounds: b.rounds, iterations: b.iterations, timeMs: b.timeMs, warmup: b.warmups },
+  );
+  return { ours: s.get('ours')!, ort: s.get('ort')! };
 }
 
 function relErr(got: Float32Array, want: Float32Array): number {
@@ -326,9 +310,8 @@ function allGroups(): Group[] {
 
 // ------------------------------------------------------------------------------------------------ output
 
-function fmtMs(ms: number): string {
-  return ms < 0.1 ? ms.toFixed(4) : ms < 10 ? ms.toFixed(3) : ms.toFixed(1);
-}
+/** Widths of the p50, mean, p99, rme and n cells. */
+const STAT_W = [9, 9, 9, 7, 5];
 
 function printRow(r: Row, threads: number, c: Ceilings): void {
   const ceiling = (r.name === 'linear_fp32' ? c.fp32 : c.int8) * threads;
@@ -337,8 +320,8 @@ function printRow(r: Row, threads: number, c: Ceilings): void {
     String(r.m).padStart(4),
     String(r.k).padStart(5),
     String(r.n).padStart(6),
-    fmtMs(r.ours_ms).padStart(9),
-    fmtMs(r.ort_ms).padStart(9),
+    ...statCells(r.ours).map((c, i) => c.padStart(STAT_W[i])),
+    ...statCells(r.ort).map((c, i) => c.padStart(STAT_W[i])),
     r.ratio.toFixed(2).padStart(6),
     (r.gmacs === null ? '-' : r.gmacs.toFixed(1)).padStart(7),
     (r.gmacs === null || !(ceiling > 0) ? '-' : `${((100 * r.gmacs) / ceiling).toFixed(1)}%`).padStart(8),
@@ -363,7 +346,9 @@ async function main(): Promise<void> {
   );
   if (args.quick) console.log('quick mode: few iterations, figures are indicative only');
   console.log('');
-  console.log(['name'.padEnd(15), '   m', '    k', '     n', '  ours_ms', '   ort_ms', ' ratio', ' GMAC/s', '%ceiling'].join('  '));
+  const side = (who: string) => STAT_HEADER.map((h, i) => `${who}_${h}`.padStart(STAT_W[i]));
+  console.log('(ms; p50 = median, rme = relative margin of error of the mean at 95 %, n = samples; ratio of the medians)');
+  console.log(['name'.padEnd(15), '   m', '    k', '     n', ...side('ours'), ...side('ort'), ' ratio', ' GMAC/s', '%ceiling'].join('  '));
 
   const rows: Row[] = [];
   const warnings: string[] = [];
@@ -380,8 +365,8 @@ async function main(): Promise<void> {
       const t = await measure(p, budgetFor(args.quick, g.heavy));
       const row: Row = {
         name: g.name, m, k: g.k, n: g.n,
-        ours_ms: t.ours, ort_ms: t.ort, ratio: t.ort / t.ours,
-        gmacs: g.macs ? (m * g.k * g.n) / (t.ours * 1e-3) / 1e9 : null,
+        ours_ms: t.ours.p50, ort_ms: t.ort.p50, ours: t.ours, ort: t.ort, ratio: t.ort.p50 / t.ours.p50,
+        gmacs: g.macs ? (m * g.k * g.n) / (t.ours.p50 * 1e-3) / 1e9 : null,
       };
       rows.push(row);
       printRow(row, args.threads, ceilings);
