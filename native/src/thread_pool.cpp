@@ -69,6 +69,9 @@ class Pool {
     if (n == threads_) return;  // keep warm workers: a repeated setThreads must not cost a restart
     stop_workers();
     threads_ = n;
+    // Start the new workers now rather than in the next region, so that a change of thread count costs its
+    // thread creation here and not inside the first timed call after it (benches alternate 1 and 2 threads).
+    ensure_workers();
   }
   int threads() const { return threads_.load(std::memory_order_relaxed); }
 
