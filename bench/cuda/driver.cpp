@@ -590,7 +590,8 @@ std::vector<std::vector<int32_t>> greedy(Runner& r, const Fixture& f, const std:
     for (size_t j = 0; j < rows; ++j) {
       const size_t i = which[j];
       float* row = logits.data() + j * V;
-      const bool force = f.force_eos_at_max && static_cast<size_t>(pos[i]) + 2 >= max_length;
+      // a shortened run (--quick) cuts the package's output instead of forcing eos where the package did not
+      const bool force = f.force_eos_at_max && max_length == f.max_length && static_cast<size_t>(pos[i]) + 2 >= max_length;
       if (force) {
         const float keep = row[f.eos];
         std::fill(row, row + V, -INFINITY);
@@ -942,9 +943,14 @@ void check_model(Report& rep, const std::string& fixture_file, bool quick) {
   }
   Isa isa;
   std::string isa_note = "CPU path " + std::string(isa_name(current_isa()));
+  bool same_isa = true;
   if (isa_from_name(f.isa, &isa) && isa != current_isa()) {
-    if (set_isa(isa)) isa_note = "CPU path set to the fixture's " + f.isa;
-    else isa_note += " (the fixture was made on " + f.isa + ", which this CPU cannot run: fp32 ids may legitimately differ)";
+    if (set_isa(isa)) {
+      isa_note = "CPU path set to the fixture's " + f.isa;
+    } else {
+      same_isa = false;
+      isa_note += " (the fixture was made on " + f.isa + ", which this CPU cannot run: its ids may legitimately differ, so a difference is reported, not failed)";
+    }
   }
   size_t n_sent = f.sentences.size(), max_length = f.max_length;
   if (quick) n_sent = std::min<size_t>(n_sent, 2), max_length = std::min<size_t>(max_length, 8);
@@ -977,12 +983,13 @@ void check_model(Report& rep, const std::string& fixture_file, bool quick) {
     for (size_t i = 0; i < n_sent; ++i) cpu_out[ti].push_back(greedy(cr, f, {srcs[i]}, max_length)[0]);
     std::string diff;
     const size_t same = compare(cpu_out[ti], [&](size_t i) { return expected(t, i); }, &diff);
-    rep.check("model", fmt("cpu %s greedy == package's", tier_name(t)), same == n_sent, fmt("%zu/%zu sentences identical%s", same, n_sent, diff.c_str()));
+    rep.add("model", fmt("cpu %s greedy == package's", tier_name(t)), same == n_sent ? Verdict::Pass : same_isa ? Verdict::Fail : Verdict::Info,
+            fmt("%zu/%zu sentences identical%s", same, n_sent, diff.c_str()));
     const auto batched = greedy(cr, f, srcs, max_length);
     diff.clear();
     const size_t same_b = compare(batched, [&](size_t i) { return expected(t, i); }, &diff);
-    rep.check("model", fmt("cpu %s greedy, one batch of %zu", tier_name(t), n_sent), same_b == n_sent,
-              fmt("%zu/%zu sentences identical%s", same_b, n_sent, diff.c_str()));
+    rep.add("model", fmt("cpu %s greedy, one batch of %zu", tier_name(t), n_sent), same_b == n_sent ? Verdict::Pass : same_isa ? Verdict::Fail : Verdict::Info,
+            fmt("%zu/%zu sentences identical%s", same_b, n_sent, diff.c_str()));
   }
   if (!device_ok()) {
     rep.add("model", "device greedy fp32 / int8", Verdict::Skip, "no device");
@@ -1031,7 +1038,8 @@ void check_model(Report& rep, const std::string& fixture_file, bool quick) {
       for (size_t i = 0; i < n_sent; ++i) got.push_back(greedy(gr, f, {srcs[i]}, max_length)[0]);
       std::string diff;
       if (t == Tier::Fp32) {
-        const size_t same = compare(got, [&](size_t i) { return expected(t, i); }, &diff);
+        // against this driver's CPU run, which the check above proved equal to the package's (same CPU path)
+        const size_t same = compare(got, [&](size_t i) { return cpu_out[ti][i]; }, &diff);
         rep.check("model", "device fp32 greedy == cpu fp32", same == n_sent, fmt("%zu/%zu sentences identical%s", same, n_sent, diff.c_str()));
       } else {
         const size_t same = compare(got, [&](size_t i) { return cpu_out[ti][i]; }, &diff);

@@ -100,6 +100,10 @@ def main():
             a8 = torch.randint(-128, 128, (pm, k), dtype=torch.int8, device=dev, generator=g)
             b8 = torch.randint(-128, 128, (pn, k), dtype=torch.int8, device=dev, generator=g)
             bt = b8.t()  # [k, n] column-major: the layout cuBLASLt's int8 path wants, no copy
+            try:
+                torch._int_mm(a8, bt)
+            except RuntimeError:
+                bt = bt.contiguous()  # a build that wants mat2 row-major
             t = median_seconds(lambda: torch._int_mm(a8, bt), it)
             e = {"m": m, "n": n, "k": k, "seconds": t, "tops": ops / t / 1e12}
             if (pm, pn) != (m, n):
