@@ -1143,7 +1143,8 @@ int run_bench(const BenchOpts& o) {
     }
     root.raw("device", d.dump());
   }
-  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // the default pool size: CHIMERA_THREADS (run.sh sets it to the CPUs this run may use), else the hardware's
+  const int hw = get_threads();
   // the 1-minute load average at the start: CPU figures taken on a busy shared machine are marked as such
   double load1 = NAN;
   std::string cpu_model;

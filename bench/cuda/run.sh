@@ -25,6 +25,17 @@ START=$(date +%s)
 exec > >(tee "$OUT/run.log") 2>&1
 
 elapsed() { echo $(( $(date +%s) - START )); }
+# The CPUs this run may use: nproc (affinity), lowered to a cgroup v2 CPU quota when one is set (a container can see
+# every core of the host while it may use only a share of them).
+CPUS=$(nproc)
+if [ -r /sys/fs/cgroup/cpu.max ]; then
+  read -r quota period < /sys/fs/cgroup/cpu.max
+  if [[ "$quota" =~ ^[0-9]+$ ]] && [[ "$period" =~ ^[0-9]+$ ]] && (( period > 0 )); then
+    q=$(( (quota + period - 1) / period ))
+    (( q >= 1 && q < CPUS )) && CPUS=$q
+  fi
+fi
+export CHIMERA_THREADS=$CPUS
 # phase NAME LIMIT_S CMD...: runs CMD under timeout (capped by what is left of the budget, less a reserve for the
 # report), output to the console and $OUT/NAME.log; records "NAME rc seconds" in phases.tsv; returns CMD's rc.
 REPORT_RESERVE=10
@@ -56,7 +67,7 @@ NO_DEVICE=0
 # ---- environment
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "host: $(uname -srm), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
+  echo "host: $(uname -srm), $(nproc) CPUs online, $CPUS usable, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi -L
     nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv 2>&1
@@ -87,7 +98,7 @@ GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 
 # ---- build (the driver phases run only on a build of this run, never on an older binary)
-BUILD_CMD="cmake -S bench/cuda -B '$BUILD' ${GEN[*]} -DCMAKE_BUILD_TYPE=Release -DCHIMERA_CUDA=$CUDA_MODE '-DCMAKE_CUDA_ARCHITECTURES=$ARCHS' && cmake --build '$BUILD' -j $(nproc)"
+BUILD_CMD="cmake -S bench/cuda -B '$BUILD' ${GEN[*]} -DCMAKE_BUILD_TYPE=Release -DCHIMERA_CUDA=$CUDA_MODE '-DCMAKE_CUDA_ARCHITECTURES=$ARCHS' && cmake --build '$BUILD' -j $CPUS"
 BUILD_OK=0
 if phase build 240 bash -c "$BUILD_CMD"; then
   BUILD_OK=1
@@ -119,7 +130,9 @@ phase torch 120 python3 bench/cuda/torch_ref.py --json "$OUT/torch.json"
 
 # ---- benchmarks: device, and this machine's CPU at all its cores and at 2 threads
 if (( BUILD_OK )); then
-  phase bench 170 "$DRIVER" bench --json "$OUT/bench.json"
+  CPU_THREADS=$CPUS
+  (( CPUS != 2 )) && CPU_THREADS="$CPUS,2"
+  phase bench 170 "$DRIVER" bench --json "$OUT/bench.json" --cpu-threads "$CPU_THREADS"
   rc=$?
   if (( rc == 3 )); then
     NO_DEVICE=1
