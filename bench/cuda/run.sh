@@ -15,6 +15,13 @@ cd "$ROOT"
 OUT=${OUT:-$ROOT/cuda-out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+export OUT
+# Everything also goes to $OUT/run.log: the script runs itself once more behind tee, and exits with its status
+# only after tee has written the last line.
+if [ -z "${CHIMERA_CUDA_RUN_LOGGED:-}" ]; then
+  CHIMERA_CUDA_RUN_LOGGED=1 bash "${BASH_SOURCE[0]}" "$@" 2>&1 | tee "$OUT/run.log"
+  exit "${PIPESTATUS[0]}"
+fi
 BUILD=${CHIMERA_CUDA_BUILD_DIR:-$ROOT/build-cuda-driver}
 BUDGET=${CHIMERA_CUDA_BUDGET_S:-400}
 FIXTURE=${CHIMERA_CUDA_FIXTURE:-$ROOT/bench/cuda/fixture/m30k.bin}
@@ -22,7 +29,6 @@ DEV_CPU=$ROOT/bench/cuda/fixture/dev-cpu-bench.json
 DRIVER=$BUILD/chimera-cuda-driver
 START=$(date +%s)
 : > "$OUT/phases.tsv"
-exec > >(tee "$OUT/run.log") 2>&1
 
 elapsed() { echo $(( $(date +%s) - START )); }
 # The CPUs this run may use: nproc (affinity), lowered to a cgroup v2 CPU quota when one is set (a container can see
