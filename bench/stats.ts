@@ -18,6 +18,8 @@ export interface Stats {
   /** relative margin of error of the mean, %: the half-width of its two-sided 95 % Student t interval */
   rme: number;
   samples: number;
+  /** the best sample: on a shared machine, the closest to an uncontended run (not in the standard cells) */
+  min: number;
 }
 
 /** Linear interpolation between order statistics (tinybench's definition), on sorted xs. */
@@ -48,12 +50,12 @@ function tCritical95(df: number): number {
 
 export function summarize(xs: readonly number[]): Stats {
   const n = xs.length;
-  if (n === 0) return { p50: NaN, mean: NaN, p99: NaN, rme: NaN, samples: 0 };
+  if (n === 0) return { p50: NaN, mean: NaN, p99: NaN, rme: NaN, samples: 0, min: NaN };
   const s = [...xs].sort((a, b) => a - b);
   const mean = s.reduce((a, b) => a + b, 0) / n;
   const variance = n > 1 ? s.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1) : 0;
   const moe = n > 1 ? (Math.sqrt(variance / n) * tCritical95(n - 1)) : 0;
-  return { p50: quantile(s, 0.5), mean, p99: quantile(s, 0.99), rme: mean === 0 ? Infinity : (100 * moe) / Math.abs(mean), samples: n };
+  return { p50: quantile(s, 0.5), mean, p99: quantile(s, 0.99), rme: mean === 0 ? Infinity : (100 * moe) / Math.abs(mean), samples: n, min: s[0] };
 }
 
 /** Ratio of the medians. */
