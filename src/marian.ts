@@ -16,6 +16,14 @@ import { loadMarianWeights, type MarianWeights, type Linear as LinearTensor } fr
 import { MarianTokenizer, readTokenizerFiles } from './model/tokenizer';
 import { ACTIVATION_CODES, isPackedModelFile, readPackedModel, writePackedModel, type MarianDesc } from './model/packed-file';
 import { resolveModelSource } from './model/hub-cache';
+import * as path from 'node:path';
+import {
+  checkShortlistFor, readShortlistBytes, SHORTLIST_FILE, shortlistFingerprint, ShortlistSets, vocabularyHash, type Shortlist,
+} from './model/shortlist';
+import type { ShortlistModel } from './engine/scheduler';
+
+/** Sub-LM-heads kept per model (one per union of candidate sets): a few, since the union changes only as sentences join and leave. */
+const SUB_HEAD_CACHE = 4;
 
 export type Precision = 'fp32' | 'fp16' | 'int8';
 export interface PrecisionPlan {
@@ -34,8 +42,14 @@ export interface MarianLoadOptions {
   threads?: number;
   /** Called while weights are packed: (layers done, layers in all). Translator.load calls it across the worker boundary. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * The vocabulary shortlist (README, Vocabulary shortlist). Default: used when the model has one (shortlist.bin
+   * in its directory, or the section of a packed file); false: never (the full vocabulary); a path: that file;
+   * true: the model's own, E_MODEL when it has none. A shortlist built for another vocabulary is refused (E_MODEL).
+   */
+  shortlist?: boolean | string;
 }
-export const MARIAN_LOAD_KEYS = ['precision', 'threads', 'onProgress'] as const;
+export const MARIAN_LOAD_KEYS = ['precision', 'threads', 'onProgress', 'shortlist'] as const;
 
 /**
  * generate()'s options. The same names, with the same meaning, as Translator.translate() and stream() take
@@ -153,6 +167,8 @@ export class MarianModel {
   /** The path it was loaded from ('(weights)' for fromWeights), for messages. */
   source = '(weights)';
   private stateShape = { slots: 0, maxLen: 0, sources: 0, maxSrc: 0 };
+  /** The vocabulary shortlist in use, or null (the full vocabulary). */
+  shortlist: { data: Shortlist; bytes: Uint8Array; fingerprint: string; sets: ShortlistSets } | null = null;
 
   private constructor(
     config: MarianConfig, desc: MarianDesc, precision: PrecisionPlan, tokenizerFiles: Map<string, Uint8Array>, t0: number,
@@ -164,6 +180,11 @@ export class MarianModel {
     } catch (e) {
       const err = e as { code?: string; message?: string };
       throw new ChimeraError('E_MODEL', `could not build the model: ${err.message}`, { cause: e });
+    }
+    const sl = tokenizerFiles.get(SHORTLIST_FILE);
+    if (sl) {
+      this.packedShortlist = sl;
+      tokenizerFiles = new Map([...tokenizerFiles].filter(([k]) => k !== SHORTLIST_FILE));
     }
     this.tokenizerFiles = tokenizerFiles;
     this.precision = precision;
@@ -203,7 +224,53 @@ export class MarianModel {
   static async load(source: string, opts: MarianLoadOptions = {}): Promise<MarianModel> {
     const m = await MarianModel.loadFrom(source, opts);
     m.source = source;
+    const sl = opts.shortlist;
+    if (sl !== undefined && typeof sl !== 'boolean' && (typeof sl !== 'string' || sl === ''))
+      throw new ChimeraError('E_ARG', `shortlist must be a boolean or a file path, got ${typeof sl}`);
+    if (sl !== false) {
+      let bytes: Uint8Array | undefined, what = '';
+      if (typeof sl === 'string') {
+        try {
+          bytes = fs.readFileSync(sl);
+        } catch (e) {
+          throw new ChimeraError('E_MODEL', `cannot read shortlist ${sl} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+        }
+        what = sl;
+      } else if (m.packedShortlist) {
+        bytes = m.packedShortlist;
+        what = `${resolveModelSource(source)} (shortlist section)`;
+      } else {
+        const file = path.join(resolveModelSource(source), SHORTLIST_FILE);
+        if (fs.existsSync(file) && fs.statSync(file).isFile()) {
+          bytes = fs.readFileSync(file);
+          what = file;
+        }
+      }
+      if (bytes) m.useShortlist(bytes, what);
+      else if (sl === true) throw new ChimeraError('E_MODEL', `${source} has no shortlist (${SHORTLIST_FILE}); build one with \`chimera shortlist build\``);
+    }
     return m;
+  }
+
+  /** The shortlist section of a packed file, until load() decides on it. */
+  private packedShortlist: Uint8Array | undefined;
+
+  /** This model's vocabulary identity, which a shortlist must carry (src/model/shortlist.ts). */
+  vocabularyHash(): Uint8Array {
+    const t = this.tokenizer;
+    return vocabularyHash(this.config.vocabSize, t ? (id) => t.idToToken(id) : null);
+  }
+
+  /** Uses the shortlist in `bytes` (validated, and refused with E_MODEL when built for another vocabulary); null: none. */
+  useShortlist(bytes: Uint8Array | null, what = '(shortlist)'): void {
+    if (!bytes) {
+      this.shortlist = null;
+    } else {
+      const data = readShortlistBytes(bytes, what);
+      checkShortlistFor(data, this.config.vocabSize, this.vocabularyHash(), what);
+      this.shortlist = { data, bytes, fingerprint: shortlistFingerprint(bytes), sets: new ShortlistSets(data, [this.config.eosId, this.config.padId]) };
+    }
+    this.genBatch = undefined; // the next generate() builds its batch with (or without) it
   }
 
   private static async loadFrom(source: string, opts: MarianLoadOptions): Promise<MarianModel> {
@@ -242,7 +309,9 @@ export class MarianModel {
 
   /** Writes this model, packed as loaded, to one file that load() reads back fast. Returns its size in bytes. */
   save(file: string): number {
-    return writePackedModel(file, { config: this.config, precision: this.precision, source: 'chimera' }, this.desc, this.tokenizerFiles);
+    // the shortlist in use travels as a section of the file (the files table), which load() picks up
+    const files = this.shortlist ? new Map([...this.tokenizerFiles, [SHORTLIST_FILE, this.shortlist.bytes]]) : this.tokenizerFiles;
+    return writePackedModel(file, { config: this.config, precision: this.precision, source: 'chimera' }, this.desc, files);
   }
 
   static fromWeights(
@@ -416,7 +485,31 @@ export class MarianModel {
     // the scheduler hands in views it sized itself: the raw binding, without re-validating every step
     const topk: TopkFn = (x, row0, rows, k, ls, idx, val) => nat.topkRows(x.subarray(row0 * V, (row0 + rows) * V), rows, V, k, ls, idx, val);
     const handle = this.handle;
+    // Vocabulary shortlist: the sub-LM-head of the selected union (cached per union) and the width it writes.
+    let head: object | null = null;
+    let width = V;
+    let shortlist: ShortlistModel | undefined;
+    const sl = this.shortlist;
+    if (sl) {
+      const heads: { ids: Int32Array; h: object }[] = [];
+      const same = (a: Int32Array, b: Int32Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+      shortlist = {
+        candidates: (src) => sl.sets.candidates(src),
+        select: (union) => {
+          let e = heads.find((x) => same(x.ids, union));
+          if (!e) {
+            e = { ids: union, h: nat.marianSubHead(handle, union) };
+            heads.push(e);
+            if (heads.length > SUB_HEAD_CACHE) heads.shift();
+          }
+          head = e.h;
+          width = union.length;
+        },
+        topkRagged: (x, rows, stride, lens, k, ls, idx, val) => nat.topkRowsRagged(x, rows, stride, lens, k, ls, idx, val),
+      };
+    }
     return {
+      shortlist,
       vocab: V,
       spec: this.searchSpec,
       maxPositions: c.maxPositions,
@@ -442,9 +535,11 @@ export class MarianModel {
         nat.marianEncode(handle, state!, flat, Int32Array.from(ids, (x) => x.length), s, Int32Array.from(slots), null);
       },
       step: (rows: StepRows) => {
-        if (logits.length < rows.count * V) logits = new Float32Array(Math.max(rows.count, 2 * logits.length / V) * V);
-        const out = logits.subarray(0, rows.count * V);
-        nat.marianStep(handle, state!, rows.tokens, rows.slots, rows.positions, rows.sources, out);
+        const W = head ? width : V;
+        if (logits.length < rows.count * W) logits = new Float32Array(Math.max(rows.count * W, 2 * logits.length));
+        const out = logits.subarray(0, rows.count * W);
+        if (head) nat.marianStep(handle, state!, rows.tokens, rows.slots, rows.positions, rows.sources, out, null, head);
+        else nat.marianStep(handle, state!, rows.tokens, rows.slots, rows.positions, rows.sources, out);
         return out;
       },
       topk,

@@ -58,8 +58,10 @@ export interface NativeBinding {
   marianEncode(model: object, state: object, ids: Int32Array, lens: Int32Array, s: number, srcSlots: Int32Array, encOut: Float32Array | null, taps?: Float32Array | null): void;
   marianStep(
     model: object, state: object, tokens: Int32Array, slots: Int32Array, positions: Int32Array, sources: Int32Array,
-    logits: Float32Array, taps?: Float32Array | null,
+    logits: Float32Array, taps?: Float32Array | null, subHead?: object | null,
   ): void;
+  /** A sub-LM-head of the rows `ids` of the model's LM head (the vocabulary shortlist); marianStep then writes [rows, ids.length]. */
+  marianSubHead(model: object, ids: Int32Array): object;
   marianCopySlot(state: object, from: number, to: number, len: number): void;
   /** Reshapes a decoder state in place (the handle stays valid); kept slots and sources keep their contents. */
   marianStateResize(state: object, slots: number, maxLen: number, sources: number, maxSrc: number): void;
@@ -68,6 +70,8 @@ export interface NativeBinding {
   marianReleaseSource(state: object, src: number): void;
   /** Per row: the k largest values, descending, ties to the lower index, NaN as -Infinity; x is not modified. */
   topkRows(x: Float32Array, rows: number, cols: number, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array): void;
+  /** topkRows over rows of their own lengths: row r is its first lens[r] values at x + r * stride. */
+  topkRowsRagged(x: Float32Array, rows: number, stride: number, lens: Int32Array, k: number, logSoftmax: boolean, outIdx: Int32Array, outVal: Float32Array): void;
   /** One query row per row against its own keys (kv + rowOffsets[r], rows ldkv apart, values vOff further). */
   decodeAttention(
     q: Float32Array, kv: Float32Array, rowOffsets: Int32Array, ldkv: number, vOff: number, lens: Int32Array,
@@ -83,6 +87,8 @@ export interface NativeBinding {
   mapFile(path: string): ArrayBuffer | null;
   toHalf(src: Float32Array, dst: Uint16Array): void;
   logSoftmax(x: Float32Array, cols: number): void;
+  /** A new packed weight of h's kind holding the channels `cols` of h, in that order. */
+  packedGather(h: object, cols: Int32Array): object;
   packedInfo(h: object): { kind: 's8' | 'f32' | 'f16'; n: number; k: number; bytes: number };
   packedCopy(h: object, dst: Uint8Array, scales: Float32Array | null): void;
   packedView(kind: string, n: number, k: number, src: Uint8Array, scales: Float32Array | null): object;

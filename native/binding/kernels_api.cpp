@@ -308,6 +308,37 @@ Napi::Value TopkRows(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// packedGather(h, cols Int32Array) -> a new packed handle of h's kind holding the channels cols, in that order
+// (what a vocabulary shortlist's sub-LM-head is built with; tests compare it with h channel by channel).
+Napi::Value PackedGather(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t n = 0;
+  const int32_t* cols = arr<int32_t>(info, 1, "cols", 0, false, false, &n);
+  bool s8 = false;
+  if (info[0].IsExternal()) napi_check_object_type_tag(env, info[0], &kS8Tag, &s8);
+  const size_t full = s8 ? info[0].As<Napi::External<PackedS8>>().Data()->n : unwrap<PackedF32>(info, 0, kF32Tag, "a packer")->n;
+  if (n == 0) throw_code(env, "E_SHAPE", "cols is empty");
+  for (size_t i = 0; i < n; ++i)
+    if (cols[i] < 0 || static_cast<size_t>(cols[i]) >= full) throw_code(env, "E_RANGE", "a channel index is outside the weight");
+  if (s8) return wrap(env, gather_s8(*info[0].As<Napi::External<PackedS8>>().Data(), cols, n), kS8Tag);
+  return wrap(env, gather_f32(*info[0].As<Napi::External<PackedF32>>().Data(), cols, n), kF32Tag);
+}
+
+// topkRowsRagged(x, rows, stride, lens Int32Array [rows], k, logSoftmax, outIdx [rows*k], outVal [rows*k]): row r
+// is its first lens[r] entries at x + r * stride (the vocabulary shortlist: each row over its own candidates).
+Napi::Value TopkRowsRagged(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t rows = dim(info, 1, "rows"), stride = dim(info, 2, "stride"), k = dim(info, 4, "k");
+  const float* x = arr<float>(info, 0, "x", checked_mul(env, rows, stride), false, false);
+  const int32_t* lens = arr<int32_t>(info, 3, "lens", rows, false, false);
+  for (size_t r = 0; r < rows; ++r)
+    if (lens[r] < 1 || static_cast<size_t>(lens[r]) > stride) throw_code(env, "E_RANGE", "row lengths must be in 1..stride");
+  int32_t* idx = arr<int32_t>(info, 6, "outIdx", checked_mul(env, rows, k), false, false);
+  float* val = arr<float>(info, 7, "outVal", rows * k, false, false);
+  topk_rows_ragged(x, rows, stride, lens, k, flag(info, 5), idx, val);
+  return env.Undefined();
+}
+
 // decodeAttention(q [rows, heads*hd], kv, rowOffsets Int32Array [rows], ldkv, vOff, lens Int32Array [rows], heads, hd, out [rows, heads*hd])
 Napi::Value DecodeAttentionFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -408,6 +439,8 @@ void register_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("toHalf", Napi::Function::New(env, guarded<ToHalf>));
   exports.Set("logSoftmax", Napi::Function::New(env, guarded<LogSoftmax>));
   exports.Set("topkRows", Napi::Function::New(env, guarded<TopkRows>));
+  exports.Set("packedGather", Napi::Function::New(env, guarded<PackedGather>));
+  exports.Set("topkRowsRagged", Napi::Function::New(env, guarded<TopkRowsRagged>));
   exports.Set("decodeAttention", Napi::Function::New(env, guarded<DecodeAttentionFn>));
   exports.Set("peakProbe", Napi::Function::New(env, guarded<PeakProbe>));
   exports.Set("bandwidthProbe", Napi::Function::New(env, guarded<BandwidthProbe>));

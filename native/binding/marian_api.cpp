@@ -9,11 +9,20 @@ namespace {
 
 const napi_type_tag kModelTag = {0x6368696d65726131ULL, 0x6d617269616e6d6fULL};
 const napi_type_tag kStateTag = {0x6368696d65726131ULL, 0x6d617269616e7374ULL};
+const napi_type_tag kSubHeadTag = {0x6368696d65726131ULL, 0x6d617269616e7368ULL};
 
 struct ModelBox {
   MarianModel m;
+  // An int8 LM head's bytes channel by channel, made at the first sub-head (vocabulary shortlist) and kept:
+  // gathering a sub-head from it reads each channel once instead of a cache line per 4 bytes.
+  std::vector<uint8_t> head_rows;
   Napi::ObjectReference desc;  // keeps every array and packed handle the model points into alive
   size_t bytes = 0;
+};
+// A sub-LM-head and the model it was gathered from (a step checks that they match).
+struct SubHeadBox {
+  std::unique_ptr<SubHead> h;
+  const MarianModel* model = nullptr;
 };
 struct StateBox {
   MarianState st;
@@ -240,8 +249,14 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
   const int32_t* slot = arr<int32_t>(info, 3, "slots", rows);
   const int32_t* pos = arr<int32_t>(info, 4, "positions", rows);
   const int32_t* src = arr<int32_t>(info, 5, "sources", rows);
-  float* logits = arr<float>(info, 6, "logits", checked_mul(env, rows, mb->m.dims.vocab));
   float* taps = arr<float>(info, 7, "taps", checked_mul(env, mb->m.decoder.size() * 3 * rows, mb->m.dims.d), true);
+  const LinearW* head = nullptr;  // argument 8: a sub-LM-head (vocabulary shortlist); logits are then [rows, its n]
+  if (!info[8].IsUndefined() && !info[8].IsNull()) {
+    SubHeadBox* hb = unwrap<SubHeadBox>(info, 8, kSubHeadTag, "marianSubHead");
+    if (hb->model != &mb->m || hb->h->w.k != mb->m.dims.d) throw_code(env, "E_ARG", "the sub-head was built for another model");
+    head = &hb->h->w;
+  }
+  float* logits = arr<float>(info, 6, "logits", checked_mul(env, rows, head ? head->n : mb->m.dims.vocab));
   const MarianState& st = sb->st;
   for (size_t r = 0; r < rows; ++r) {
     if (tok[r] < 0 || static_cast<size_t>(tok[r]) >= mb->m.dims.vocab) throw_code(env, "E_INPUT", "token id out of range");
@@ -250,8 +265,36 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
     if (src[r] < 0 || static_cast<size_t>(src[r]) >= st.sources || st.src_len[static_cast<size_t>(src[r])] <= 0)
       throw_code(env, "E_RANGE", "source slot out of range or not encoded");
   }
-  marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, taps);
+  marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, taps, head);
   return env.Undefined();
+}
+
+// marianSubHead(model, ids Int32Array) -> handle: the LM-head rows `ids` (each in 0..vocab-1), gathered once.
+Napi::Value MarianSubHead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModelBox* mb = unwrap<ModelBox>(info, 0, kModelTag, "marianCreate");
+  size_t n = 0;
+  const int32_t* ids = arr<int32_t>(info, 1, "ids", 0, false, false, &n);
+  if (n == 0 || n > mb->m.dims.vocab) throw_code(env, "E_SHAPE", "ids must hold 1..vocab token ids");
+  for (size_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= mb->m.dims.vocab) throw_code(env, "E_INPUT", "token id " + std::to_string(ids[i]) + " is outside the vocabulary");
+  auto box = std::make_unique<SubHeadBox>();
+  const PackedS8* s8 = mb->m.lm_head.s8;
+  if (s8 && mb->head_rows.empty()) {
+    mb->head_rows.resize(s8->n * s8->kp);
+    s8_rows(*s8, mb->head_rows.data());
+  }
+  box->h.reset(marian_sub_head(mb->m, ids, n, s8 ? mb->head_rows.data() : nullptr));
+  box->model = &mb->m;
+  const int64_t bytes = static_cast<int64_t>(box->h->bytes);
+  SubHeadBox* raw = box.release();
+  auto ext = Napi::External<SubHeadBox>::New(env, raw, [bytes](Napi::Env e, SubHeadBox* b) {
+    Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
+    delete b;
+  });
+  napi_type_tag_object(env, ext, &kSubHeadTag);
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  return ext;
 }
 
 // marianCopySlot(state, from, to, len)
@@ -324,6 +367,7 @@ void register_marian(Napi::Env env, Napi::Object exports) {
   exports.Set("marianState", Napi::Function::New(env, guarded<MarianStateNew>));
   exports.Set("marianEncode", Napi::Function::New(env, guarded<MarianEncode>));
   exports.Set("marianStep", Napi::Function::New(env, guarded<MarianStep>));
+  exports.Set("marianSubHead", Napi::Function::New(env, guarded<MarianSubHead>));
   exports.Set("marianCopySlot", Napi::Function::New(env, guarded<MarianCopySlot>));
   exports.Set("marianStateResize", Napi::Function::New(env, guarded<MarianStateResize>));
   exports.Set("marianStateInfo", Napi::Function::New(env, guarded<MarianStateInfo>));

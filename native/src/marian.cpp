@@ -166,8 +166,9 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
 }
 
 void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, const int32_t* slot, const int32_t* pos,
-                 const int32_t* src, size_t rows, float* logits, float* taps) {
+                 const int32_t* src, size_t rows, float* logits, float* taps, const LinearW* head) {
   const size_t d = m.dims.d, heads = m.dims.heads, hd = d / heads;
+  const LinearW& lm = head ? *head : m.lm_head;
   float* x = grow(t_s.x, rows * d);
   float* qkv = grow(t_s.qkv, rows * 3 * d);
   float* ctx = grow(t_s.ctx, rows * d);
@@ -220,10 +221,33 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
     pq = add_norm(l.ln_cross, x, tmp, rows, d, taps, &l.fc1);
     linear_next(pq, l.fc1, x, rows, m.dims.act, h);
     linear_any(l.fc2, h, rows, Activation::None, tmp);
-    const LinearW* next = li + 1 < m.decoder.size() ? &m.decoder[li + 1].qkv : &m.lm_head;
+    const LinearW* next = li + 1 < m.decoder.size() ? &m.decoder[li + 1].qkv : &lm;
     pq = add_norm(l.ln_ffn, x, tmp, rows, d, taps, next);
   }
-  linear_next(pq, m.lm_head, x, rows, Activation::None, logits);
+  linear_next(pq, lm, x, rows, Activation::None, logits);
+}
+
+SubHead* marian_sub_head(const MarianModel& m, const int32_t* ids, size_t n, const uint8_t* s8_rows) {
+  auto h = std::make_unique<SubHead>();
+  const LinearW& full = m.lm_head;
+  if (full.s8) {
+    h->s8.reset(s8_rows ? gather_s8_rows(*full.s8, s8_rows, ids, n) : gather_s8(*full.s8, ids, n));
+    h->w.s8 = h->s8.get();
+    h->bytes = h->s8->bytes + n * sizeof(float);
+  } else {
+    h->f32.reset(gather_f32(*full.f32, ids, n));
+    h->w.f32 = h->f32.get();
+    h->bytes = h->f32->bytes;
+  }
+  if (full.bias) {
+    h->bias.resize(n);
+    for (size_t c = 0; c < n; ++c) h->bias[c] = full.bias[ids[c]];
+    h->w.bias = h->bias.data();
+    h->bytes += n * sizeof(float);
+  }
+  h->w.n = n;
+  h->w.k = full.k;
+  return h.release();
 }
 
 void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len) {

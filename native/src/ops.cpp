@@ -105,6 +105,22 @@ void topk_rows(const float* x, size_t rows, size_t cols, size_t k, bool log_sm, 
   parallel_for(rows, std::max<size_t>(1, kRowGrainElems / cols), [&](size_t r0, size_t r1) { t.topk_rows(x, cols, k, log_sm, idx, val, r0, r1); });
 }
 
+void topk_rows_ragged(const float* x, size_t rows, size_t stride, const int32_t* lens, size_t k, bool log_sm,
+                      int32_t* idx, float* val) {
+  const KernelTable& t = kernels();
+  parallel_for(rows, std::max<size_t>(1, kRowGrainElems / stride), [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t len = static_cast<size_t>(lens[r]), kk = std::min(k, len);
+      // one row at a time through the table: the row's arithmetic is exactly that of a row of `len` columns
+      t.topk_rows(x + r * stride, len, kk, log_sm, idx + r * k, val + r * k, 0, 1);
+      for (size_t i = kk; i < k; ++i) {
+        idx[r * k + i] = -1;
+        val[r * k + i] = -INFINITY;
+      }
+    }
+  });
+}
+
 void decode_attention(const DecodeAttention& a, size_t rows) {
   const KernelTable& t = kernels();
   size_t keys = 0, max_len = 0;
@@ -237,6 +253,52 @@ PackedS8* pack_s8(const float* w, size_t n, size_t k) {
   return p;
 }
 
+PackedS8* gather_s8(const PackedS8& w, const int32_t* cols, size_t n) {
+  auto* p = new PackedS8();
+  p->n = n;
+  p->k = w.k;
+  p->kp = w.kp;
+  p->groups = packed_groups(n);
+  p->bytes = packed_s8_bytes(n, w.k);
+  p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
+  p->scales = new float[n];
+  std::memset(p->data, 128, p->bytes);  // padding channels stay zero
+  for (size_t c = 0; c < n; ++c) {
+    const size_t src = static_cast<size_t>(cols[c]);
+    p->scales[c] = w.scales[src];
+    // kS8KStep consecutive k of one channel are contiguous in the layout
+    for (size_t j = 0; j < w.kp; j += kS8KStep)
+      std::memcpy(p->data + s8_offset(p->kp, c, j), w.data + s8_offset(w.kp, src, j), kS8KStep);
+  }
+  return p;
+}
+
+PackedS8* gather_s8_rows(const PackedS8& w, const uint8_t* rows, const int32_t* cols, size_t n) {
+  auto* p = new PackedS8();
+  p->n = n;
+  p->k = w.k;
+  p->kp = w.kp;
+  p->groups = packed_groups(n);
+  p->bytes = packed_s8_bytes(n, w.k);
+  p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
+  p->scales = new float[n];
+  std::memset(p->data, 128, p->bytes);
+  for (size_t c = 0; c < n; ++c) {
+    const uint8_t* r = rows + static_cast<size_t>(cols[c]) * w.kp;
+    p->scales[c] = w.scales[cols[c]];
+    for (size_t j = 0; j < w.kp; j += kS8KStep) std::memcpy(p->data + s8_offset(p->kp, c, j), r + j, kS8KStep);
+  }
+  return p;
+}
+
+void s8_rows(const PackedS8& w, uint8_t* rows) {
+  // group by group, so each 256-byte block of the packed layout is read once while its 64 rows are written
+  for (size_t g = 0; g < w.groups; ++g)
+    for (size_t j = 0; j < w.kp; j += kS8KStep)
+      for (size_t c = g * kGroupCols; c < std::min(w.n, (g + 1) * kGroupCols); ++c)
+        std::memcpy(rows + c * w.kp + j, w.data + s8_offset(w.kp, c, j), kS8KStep);
+}
+
 void unpack_s8(const PackedS8& p, int8_t* out) {
   for (size_t row = 0; row < p.n; ++row) {
     for (size_t j = 0; j < p.k; ++j)
@@ -294,6 +356,29 @@ PackedF32* pack_f16(const float* w, size_t n, size_t k) {
   for (size_t col = 0; col < n; ++col) {
     uint16_t* d = p->half + (col / 64) * k * 64 + col % 64;
     for (size_t j = 0; j < k; ++j) d[j * 64] = float_to_half(w[col * k + j]);
+  }
+  return p;
+}
+
+PackedF32* gather_f32(const PackedF32& w, const int32_t* cols, size_t n) {
+  const size_t elem = w.half ? sizeof(uint16_t) : sizeof(float);
+  auto* p = new PackedF32();
+  p->n = n;
+  p->k = w.k;
+  p->panels = packed_f32_panels(n);
+  p->bytes = packed_f32_bytes(n, w.k, elem);
+  void* dst = aligned_alloc64(p->bytes);
+  std::memset(dst, 0, p->bytes);
+  if (w.half) p->half = static_cast<uint16_t*>(dst);
+  else p->data = static_cast<float*>(dst);
+  // column c of a packed weight: group c / kGroupCols, lane c % kGroupCols of each k row (kGroupCols apart)
+  auto at = [&](size_t col, size_t j) { return (col / kGroupCols) * w.k * kGroupCols + j * kGroupCols + col % kGroupCols; };
+  for (size_t c = 0; c < n; ++c) {
+    const size_t src = static_cast<size_t>(cols[c]);
+    for (size_t j = 0; j < w.k; ++j) {
+      if (w.half) p->half[at(c, j)] = w.half[at(src, j)];
+      else p->data[at(c, j)] = w.data[at(src, j)];
+    }
   }
   return p;
 }

@@ -9,9 +9,10 @@ import { MAKE_MODEL } from './make-model';
 import { PULL } from './pull';
 import { BLEU, EVAL, QUANTIZE } from './quality';
 import { SERVE } from './serve';
+import { SHORTLIST } from './shortlist';
 import { TRANSLATE } from './translate';
 import { TUNE_LN } from './tune-ln';
 
 export const COMMANDS: readonly CommandSpec[] = [
-  TRANSLATE, CONVERT, PULL, EXPORT_ONNX, MAKE_MODEL, TUNE_LN, BLEU, EVAL, QUANTIZE, ASSESS, SERVE, DOCTOR, INFO, SELFTEST,
+  TRANSLATE, CONVERT, PULL, EXPORT_ONNX, MAKE_MODEL, SHORTLIST, TUNE_LN, BLEU, EVAL, QUANTIZE, ASSESS, SERVE, DOCTOR, INFO, SELFTEST,
 ];

@@ -21,6 +21,8 @@ export const SERVE_OPTIONS: Opt[] = [
   o('port', 'int', 'port (0: any free port)', { arg: 'N', def: '8080', max: 65535 }),
   o('precision', 'string', 'precision of a model directory (a packed file carries its own)', { arg: 'P', choices: ['fp32', 'fp16', 'int8'] }),
   o('threads', 'int', 'intra-op threads of the translation worker', { arg: 'N', min: 1, max: MAX_THREADS }),
+  o('shortlist', 'string', 'vocabulary shortlist file (default: the model\'s own, when it has one)', { arg: 'FILE' }),
+  o('no-shortlist', 'boolean', 'the full vocabulary, even when the model has a shortlist'),
   o('isa', 'string', 'force a kernel path', { arg: 'ISA', choices: ['scalar', 'avx2', 'avxvnni', 'avx512vnni', 'amx', 'auto'] }),
   o('max-queue', 'int', 'requests waiting for admission; one more gets 429', { arg: 'N', def: '1024' }),
   o('cache-mb', 'number', 'in-process sentence cache, MiB (0: off)', { arg: 'MB', def: '32' }),
@@ -70,6 +72,8 @@ export interface ServeConfig {
   port: number;
   precision?: 'fp32' | 'fp16' | 'int8';
   threads?: number;
+  shortlist?: string;
+  noShortlist?: boolean;
   isa?: string;
   maxQueue: number;
   cacheMb: number;
@@ -117,6 +121,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
 }
 
 async function serve(cfg: ServeConfig): Promise<number> {
+  if (cfg.noShortlist && cfg.shortlist !== undefined) throw new ChimeraError('E_ARG', '--shortlist and --no-shortlist contradict each other');
   if (cfg.isa !== undefined) (await import('../kernels')).setIsa(cfg.isa as 'auto');
   const { createServer, readApiKeys } = await import('../server');
   const apiKeys = cfg.apiKeys ? readApiKeys(cfg.apiKeys) : undefined;
@@ -124,6 +129,7 @@ async function serve(cfg: ServeConfig): Promise<number> {
     model: cfg.model,
     precision: cfg.precision,
     threads: cfg.threads,
+    ...(cfg.noShortlist ? { shortlist: false } : cfg.shortlist !== undefined ? { shortlist: cfg.shortlist } : {}),
     maxQueue: cfg.maxQueue,
     cacheMb: cfg.cacheMb,
     redis: cfg.redis,

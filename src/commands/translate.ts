@@ -24,6 +24,8 @@ export const TRANSLATE: CommandSpec = {
     { flag: 'beam', kind: 'int', arg: 'N', min: 1, help: 'beam width (1: greedy)', def: '(1)' },
     { flag: 'max-length', kind: 'int', arg: 'N', min: 1, help: 'generated tokens at most per line (default: the model\'s max_length - 1)' },
     { flag: 'fail-fast', kind: 'boolean', help: 'stop at the first line that cannot be translated' },
+    { flag: 'shortlist', kind: 'string', arg: 'FILE', help: 'vocabulary shortlist file', def: '(the model\'s own, when it has one)' },
+    { flag: 'no-shortlist', kind: 'boolean', help: 'the full vocabulary, even when the model has a shortlist' },
   ],
   run: translateCommand,
 };
@@ -33,11 +35,18 @@ function lineError(e: unknown): e is ChimeraError {
   return e instanceof ChimeraError && e.code === 'E_INPUT';
 }
 
+/** --shortlist FILE / --no-shortlist as the load option (translate and serve). */
+export function shortlistOption(a: CommandArgs): { shortlist?: string | false } {
+  const file = str(a, 'shortlist');
+  if (file !== undefined && bool(a, 'no-shortlist')) throw new ChimeraError('E_ARG', '--shortlist and --no-shortlist contradict each other');
+  return bool(a, 'no-shortlist') ? { shortlist: false } : file !== undefined ? { shortlist: file } : {};
+}
+
 export async function translateCommand(a: CommandArgs): Promise<number> {
   const { MarianModel } = await import('../marian');
   const dir = str(a, 'model') ?? demoModelPath;
   const precision = str(a, 'precision') as 'fp32' | undefined;
-  const model = await MarianModel.load(dir, precision === undefined ? {} : { precision });
+  const model = await MarianModel.load(dir, { ...(precision === undefined ? {} : { precision }), ...shortlistOption(a) });
   const tok = model.requireTokenizer();
   const opts = { beam: num(a, 'beam'), maxLength: num(a, 'max-length') };
   const failFast = bool(a, 'fail-fast');

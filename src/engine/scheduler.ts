@@ -29,6 +29,23 @@ export interface BatchModel {
   topk: TopkFn;
   copySlot: CopySlot;
   releaseSource(slot: number): void;
+  /** Present when a vocabulary shortlist is in use (src/model/shortlist.ts). */
+  readonly shortlist?: ShortlistModel;
+}
+
+/**
+ * A model's side of the vocabulary shortlist. The scheduler gives each sentence its candidate set, selects the
+ * union of the live sets before a step (only when a sentence joined or left), and hands every row its own set's
+ * columns: each row is cut down to its own candidates, in ascending id order, so its values, its top-k and its
+ * log-softmax are what it would get alone (batch companions only change which columns the LM head computes).
+ */
+export interface ShortlistModel {
+  /** The candidate set of one source, ascending ids (eos and pad included). */
+  candidates(source: readonly number[]): Int32Array;
+  /** The LM head of the following steps: these tokens (ascending); step() then writes [rows, union.length]. */
+  select(union: Int32Array): void;
+  /** Top-k per row over rows of different lengths: row r is its first lens[r] values at r * stride. */
+  topkRagged(x: Float32Array, rows: number, stride: number, lens: Int32Array, k: number, logSoftmax: boolean, idx: Int32Array, val: Float32Array): void;
 }
 
 export interface SchedulerOptions {
@@ -70,6 +87,9 @@ export interface SentenceResult {
 }
 
 interface Job {
+  /** Its candidate set under a shortlist (ascending token ids), and where each one sits in the current union. */
+  cand: Int32Array | null;
+  cols: Int32Array | null;
   req: ReqState;
   index: number;
   ids: number[];
@@ -129,6 +149,18 @@ export class Scheduler {
   private readonly asm = new StepAssembler();
   private seqs: Sequence[] = [];
   private readonly counters = { steps: 0, stepRows: 0, stepMs: 0, stepMsLast: 0, encodes: 0, encodeMs: 0, tokensGenerated: 0 };
+  /** Shortlist state: the union changed (a sentence joined or left); buffers reused across steps. */
+  private unionDirty = true;
+  private unionMark: Uint8Array | null = null;
+  private unionPos = new Int32Array(0);
+  private unionSize = 0;
+  /** Every live set equals the union: rows need no cutting. */
+  private unionShared = false;
+  private slStride = 0;
+  private slRows = new Float32Array(0);
+  private slLens = new Int32Array(0);
+  private readonly slTopk: TopkFn = (x, row0, rows, k, ls, idx, val) =>
+    this.model.shortlist!.topkRagged(x.subarray(row0 * this.slStride), rows, this.slStride, this.slLens.subarray(row0, row0 + rows), k, ls, idx, val);
   /** Per-step records since the last drain (rows, ms), for histograms. */
   readonly stepLog: { rows: number; ms: number }[] = [];
 
@@ -143,7 +175,7 @@ export class Scheduler {
     if (!Array.isArray(r.sources) || r.sources.length === 0) throw new ChimeraError('E_INPUT', 'a request needs at least one source', { reason: 'empty' });
     const st: ReqState = { r, results: r.sources.map(() => null), left: r.sources.length, admitted: false, dead: false };
     const jobs = r.sources.map((ids, index): Job => ({
-      req: st, index, ids, seq: createSequence(this.model.spec, r.options), slots: [], source: -1, admitAt: 0, firstAt: 0,
+      req: st, index, ids, seq: createSequence(this.model.spec, r.options), slots: [], source: -1, admitAt: 0, firstAt: 0, cand: null, cols: null,
     }));
     for (const j of jobs) this.checkFits(j, r.label ? r.label(j.index) : `input ${j.index}`);
     this.requests.add(st);
@@ -274,6 +306,11 @@ export class Scheduler {
       j.slots = this.takeSlots(j.seq.slotsNeeded);
       j.source = this.takeSource();
       j.seq.attach(j.slots, j.source);
+      if (this.model.shortlist) {
+        j.cand = this.model.shortlist.candidates(j.ids);
+        j.seq.useVocabulary(j.cand);
+        this.unionDirty = true;
+      }
       this.sourceTokens += j.ids.length;
       maxLen = Math.max(maxLen, j.ids.length);
       j.admitAt = performance.now();
@@ -322,9 +359,17 @@ export class Scheduler {
     }
     const finished: Job[] = [];
     try {
-      const logits = this.model.step(rows);
+      const sl = this.model.shortlist;
+      if (sl && this.unionDirty) this.selectUnion(sl);
+      let logits = this.model.step(rows);
+      let stride = this.model.vocab, topk = this.model.topk;
+      if (sl) {
+        logits = this.cutRows(live, logits);
+        stride = this.slStride;
+        topk = this.slTopk;
+      }
       const now = performance.now();
-      this.asm.consume(seqs, logits, this.model.vocab, this.model.topk, this.model.copySlot, (i, tok) => {
+      this.asm.consume(seqs, logits, stride, topk, this.model.copySlot, (i, tok) => {
         const j = live[i];
         if (j.firstAt === 0) j.firstAt = now;
         if (j.seq.topK <= 1) {
@@ -348,7 +393,67 @@ export class Scheduler {
     for (const j of finished) this.finish(j);
   }
 
+  // ---- vocabulary shortlist
+
+  /** The union of the live candidate sets to the model, and each live job's columns in it. */
+  private selectUnion(sl: ShortlistModel): void {
+    const live = this.running;
+    const mark = (this.unionMark ??= new Uint8Array(this.model.vocab));
+    let maxOwn = 0;
+    if (this.unionPos.length < mark.length) this.unionPos = new Int32Array(mark.length);
+    let union: Int32Array;
+    if (live.every((j) => j.cand === live[0].cand)) union = live[0].cand!; // one sentence (or beams of one): its own set
+    else {
+      for (const j of live) for (const t of j.cand!) mark[t] = 1;
+      const u: number[] = [];
+      for (let t = 0; t < mark.length; t++) if (mark[t]) {
+        u.push(t);
+        mark[t] = 0;
+      }
+      union = Int32Array.from(u);
+    }
+    for (let i = 0; i < union.length; i++) this.unionPos[union[i]] = i;
+    sl.select(union);
+    this.unionSize = union.length;
+    this.unionShared = true;
+    for (const j of live) {
+      const c = j.cand!;
+      if (!j.cols || j.cols.length !== c.length) j.cols = new Int32Array(c.length);
+      for (let i = 0; i < c.length; i++) j.cols[i] = this.unionPos[c[i]];
+      maxOwn = Math.max(maxOwn, c.length);
+      if (c.length !== union.length) this.unionShared = false;
+    }
+    this.slStride = maxOwn;
+    this.unionDirty = false;
+  }
+
+  /** Each row cut down to its own candidates (in rows slStride apart); the union's logits as they are when shared. */
+  private cutRows(live: readonly Job[], logits: Float32Array): Float32Array {
+    const U = this.unionSize;
+    let rows = 0;
+    for (const j of live) rows += j.seq.rowCount();
+    if (this.slLens.length < rows) this.slLens = new Int32Array(Math.max(rows, 2 * this.slLens.length));
+    if (this.unionShared) {
+      this.slLens.fill(U, 0, rows);
+      return logits;
+    }
+    const W = this.slStride;
+    if (this.slRows.length < rows * W) this.slRows = new Float32Array(Math.max(rows * W, 2 * this.slRows.length));
+    const out = this.slRows;
+    let r = 0;
+    for (const j of live) {
+      const cols = j.cols!, n = cols.length;
+      for (let e = r + j.seq.rowCount(); r < e; r++) {
+        const src = r * U, dst = r * W;
+        for (let c = 0; c < n; c++) out[dst + c] = logits[src + cols[c]];
+        this.slLens[r] = n;
+      }
+    }
+    return out;
+  }
+
   private release(j: Job): void {
+    if (this.model.shortlist && j.source >= 0) this.unionDirty = true;
     const k = this.running.indexOf(j);
     if (k >= 0) this.running.splice(k, 1);
     if (j.source >= 0) {

@@ -73,6 +73,12 @@ export interface Sequence {
   readonly done: boolean;
   /** Gives the sequence its slots and its encoded source. */
   attach(slots: number[], source: number): void;
+  /**
+   * Restricts the sequence to a candidate set (the vocabulary shortlist), before its first step: its rows then
+   * hold the logits of these tokens only (ascending, eos among them), column c being token ids[c], in rows
+   * `stride` apart; bans, the forced eos, top-k and sampling all work on those columns.
+   */
+  useVocabulary(ids: Int32Array): void;
   readonly slots: readonly number[];
   readonly source: number;
   /** Rows this step (0 once done). */
@@ -195,11 +201,42 @@ export function checkSearchOptions(o: SearchOptions): number {
   return beam;
 }
 
+/** The column of token t in an ascending id list, or -1. */
+function columnOf(ids: Int32Array, t: number): number {
+  let lo = 0, hi = ids.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (ids[mid] === t) return mid;
+    if (ids[mid] < t) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
 abstract class BaseSequence {
   slots: number[] = [];
   source = -1;
   done = false;
-  constructor(protected readonly spec: SearchSpec, protected readonly o: SearchOptions) {}
+  /** The token of each logit column under a shortlist; null: column = token id. */
+  protected cols: Int32Array | null = null;
+  /** The spec with eos and the bans as columns (the spec itself without a shortlist). */
+  protected cspec: SearchSpec;
+  constructor(protected readonly spec: SearchSpec, protected readonly o: SearchOptions) {
+    this.cspec = spec;
+  }
+  useVocabulary(ids: Int32Array): void {
+    const eos = columnOf(ids, this.spec.eosId);
+    if (eos < 0) throw new ChimeraError('E_ARG', 'a candidate set must hold eos');
+    this.cols = ids;
+    this.cspec = { ...this.spec, eosId: eos, banned: this.spec.banned.map((b) => columnOf(ids, b)).filter((c) => c >= 0) };
+  }
+  /** Columns of this sequence's rows in a step whose rows are `stride` apart. */
+  protected width(stride: number): number {
+    return this.cols ? this.cols.length : stride;
+  }
+  protected token(col: number): number {
+    return this.cols ? this.cols[col] : col;
+  }
   get maxPosition(): number {
     return this.o.maxLength - 2; // positions 0 .. maxLength - 2: the start token is position 0
   }
@@ -243,10 +280,10 @@ export class GreedySequence extends BaseSequence implements Sequence {
   }
   prepare(logits: Float32Array, at: number, V: number): void {
     const forceEos = this.spec.forceEosAtMax && this.pos + 2 >= this.o.maxLength;
-    processLogits(logits, at * V, V, this.spec, forceEos, this.pos < (this.o.minNewTokens ?? 0));
+    processLogits(logits, at * V, this.width(V), this.cspec, forceEos, this.pos < (this.o.minNewTokens ?? 0));
   }
   advance(out: StepOutput, at: number, topAt: number): number {
-    const tok = this.rnd ? sampleToken(out.logits, at * out.vocab, out.vocab, this.o, this.rnd) : out.topIdx[topAt];
+    const tok = this.token(this.rnd ? sampleToken(out.logits, at * out.vocab, this.width(out.vocab), this.o, this.rnd) : out.topIdx[topAt]);
     this.out.push(tok);
     this.last = tok;
     if (tok === this.spec.eosId || this.pos + 2 >= this.o.maxLength) this.done = true;
@@ -339,7 +376,7 @@ export class BeamSequence extends BaseSequence implements Sequence {
   prepare(logits: Float32Array, at: number, V: number): void {
     const forceEos = this.spec.forceEosAtMax && this.cur + 1 >= this.o.maxLength;
     const banEos = this.cur - 1 < (this.o.minNewTokens ?? 0);
-    for (let j = 0; j < this.beams.length; j++) processLogits(logits, (at + j) * V, V, this.spec, forceEos, banEos);
+    for (let j = 0; j < this.beams.length; j++) processLogits(logits, (at + j) * V, this.width(V), this.cspec, forceEos, banEos);
   }
   advance(out: StepOutput, _at: number, topAt: number, copySlot: CopySlot): number {
     const { B, lp, spec } = this;
@@ -354,7 +391,7 @@ export class BeamSequence extends BaseSequence implements Sequence {
       for (let i = 0; i < K; i++) {
         const v = out.topVal[topAt + j * K + i];
         if (v === -Infinity) break;
-        insertCandidate(cand, { score: v + base, beam: j, token: out.topIdx[topAt + j * K + i] }, K);
+        insertCandidate(cand, { score: v + base, beam: j, token: this.token(out.topIdx[topAt + j * K + i]) }, K);
       }
     }
     const next: Hyp[] = [];

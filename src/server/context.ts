@@ -15,6 +15,8 @@ export interface ServerOptions {
   model?: string;
   precision?: Precision | PrecisionPlan;
   threads?: number;
+  /** The vocabulary shortlist: false turns the model's own off, a path loads that file (Translator.load's option). */
+  shortlist?: boolean | string;
   /** Requests waiting for admission; one more gets 429. */
   maxQueue?: number;
   /** In-process sentence cache in MiB (0 = off). */

@@ -67,7 +67,7 @@ export interface TranslatorLoadOptions extends MarianLoadOptions {
   /** The live quality guard (off when unset): shadows served sentences through a full-precision control. */
   qualityGuard?: QualityGuardOptions;
 }
-const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard', 'lowPriority'] as const;
+const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'shortlist', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard', 'lowPriority'] as const;
 
 export interface TranslationResult {
   text: string;
@@ -262,11 +262,13 @@ export class Translator extends EventEmitter {
       ...(loaded.sourceLang ? { sourceLang: loaded.sourceLang } : {}), ...(loaded.targetLang ? { targetLang: loaded.targetLang } : {}),
     };
     this.cache = new SentenceCache(o.cacheBytes ?? DEFAULTS.cacheBytes, o.cacheTiers ?? []);
-    this.engine = this.adopt(worker, loaded.precision as PrecisionPlan);
+    this.engine = this.adopt(worker, loaded.precision as PrecisionPlan, loaded.shortlist);
   }
 
-  private adopt(worker: Worker, plan: PrecisionPlan): Engine {
-    const e: Engine = { worker, plan, keyPrefix: `chimera1|${this.modelInfo.identity}|${JSON.stringify(plan)}|`, stats: null, inflight: 0, retired: false, exited: false };
+  private adopt(worker: Worker, plan: PrecisionPlan, shortlist?: string | null): Engine {
+    // a shortlist may change outputs: its fingerprint is part of the key (none: the keys are as before)
+    const sl = shortlist ? `sl:${shortlist}|` : '';
+    const e: Engine = { worker, plan, keyPrefix: `chimera1|${this.modelInfo.identity}|${JSON.stringify(plan)}|${sl}`, stats: null, inflight: 0, retired: false, exited: false };
     worker.on('message', (m: Reply) => this.onMessage(e, m));
     worker.on('error', (err) => {
       if (e === this.engine) this.failAll(new ChimeraError('E_NATIVE', `the translator worker failed: ${err.message}`, { cause: err }));
@@ -365,7 +367,7 @@ export class Translator extends EventEmitter {
       throw new ChimeraError('E_CLOSED', 'the Translator was closed during the swap');
     }
     const old = this.engine;
-    this.engine = this.adopt(worker, loaded.precision as PrecisionPlan);
+    this.engine = this.adopt(worker, loaded.precision as PrecisionPlan, loaded.shortlist);
     this.modelInfo.precision = loaded.precision as PrecisionPlan;
     old.retired = true;
     this.retired.add(old);

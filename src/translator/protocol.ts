@@ -43,7 +43,7 @@ export interface WorkerStats extends SchedulerStats {
 
 export type Reply =
   | { type: 'progress'; done: number; total: number }
-  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; threads: number; layers: { encoder: number; decoder: number }; sourceLang?: string; targetLang?: string }
+  | { type: 'loaded'; loadMs: number; precision: unknown; maxPositions: number; threads: number; layers: { encoder: number; decoder: number }; sourceLang?: string; targetLang?: string; shortlist?: string | null }
   | { type: 'admit'; id: number; at: number }
   | { type: 'token'; id: number; sentence: number; token: number; text: string }
   | { type: 'sentence'; id: number; sentence: number; result: SentenceReply }

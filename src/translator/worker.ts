@@ -81,6 +81,7 @@ async function main(): Promise<void> {
   port!.postMessage({
     type: 'loaded', loadMs: model.loadMs, precision: model.precision, maxPositions: model.config.maxPositions, threads: getThreads(),
     layers: { encoder: model.config.encoderLayers, decoder: model.config.decoderLayers },
+    shortlist: model.shortlist?.fingerprint ?? null,
     ...languagePair(model),
   } satisfies Reply);
 

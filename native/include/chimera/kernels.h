@@ -73,6 +73,14 @@ struct PackedS8 {
 };
 PackedS8* pack_s8(const float* w, size_t n, size_t k);
 void unpack_s8(const PackedS8& p, int8_t* out);  // [n, k]
+// A new packed weight of the channels cols[0..n) of w, in that order (bytes and scales copied as packed, so
+// every kept channel computes bit for bit what it computes in w). The vocabulary shortlist's sub-LM-head.
+PackedS8* gather_s8(const PackedS8& w, const int32_t* cols, size_t n);
+// The same from a row-major copy of w's packed bytes ([w.n][w.kp], see s8_rows): a channel is then one
+// contiguous read instead of w.kp / 4 reads a cache line apart, which is what makes a gather cheap.
+PackedS8* gather_s8_rows(const PackedS8& w, const uint8_t* rows, const int32_t* cols, size_t n);
+// w's packed bytes (u8 = s8 + 128) channel by channel: rows[c * w.kp + j].
+void s8_rows(const PackedS8& w, uint8_t* rows);
 inline size_t s8_offset(size_t kp, size_t col, size_t k) {
   return (col / 64) * kp * 64 + (k / 4) * 256 + ((col / 16) % 4) * 64 + (col % 16) * 4 + k % 4;
 }
@@ -99,6 +107,8 @@ struct PackedF32 {
 PackedF32* pack_f32(const float* w, size_t n, size_t k, bool k_major);
 PackedF32* pack_f16(const float* w, size_t n, size_t k);  // w is [n, k]; rounds to nearest even fp16
 void to_half(const float* x, size_t n, uint16_t* y);      // IEEE binary16, round to nearest even
+// The fp32 / fp16 counterpart of gather_s8.
+PackedF32* gather_f32(const PackedF32& w, const int32_t* cols, size_t n);
 void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out);
 // c[m, n] = alpha * op(a) . op(b) + beta * c
 void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,
@@ -115,6 +125,11 @@ void log_softmax(float* x, size_t rows, size_t cols);
 // as -Infinity, into idx / val [rows, k]. With log_softmax the values are exactly what log_softmax would write
 // for those entries (x itself is not modified). A row of all -Infinity gives -Infinity values.
 void topk_rows(const float* x, size_t rows, size_t cols, size_t k, bool log_softmax, int32_t* idx, float* val);
+// topk_rows over rows of different lengths: row r is x + r * stride, its first lens[r] entries (1 <= lens[r] <=
+// stride). Each row gives exactly what topk_rows gives for that row alone (cols = lens[r]); where lens[r] < k
+// the places past lens[r] get index -1 and -Infinity.
+void topk_rows_ragged(const float* x, size_t rows, size_t stride, const int32_t* lens, size_t k, bool log_softmax,
+                      int32_t* idx, float* val);
 
 // ---- attention of a decoder step: each row's single query against its own keys, every head.
 struct DecodeAttention {

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "chimera/kernels.h"
@@ -82,8 +83,22 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
 // One decoder step for `rows` rows: row r feeds token[r] at position pos[r] into self slot slot[r], attending
 // to source src[r]. Writes logits [rows, vocab] (and, when not null, taps as for encode,
 // [layers][ln_self, ln_cross, ln_ffn][rows][d]).
+// With `head` (a sub-LM-head from marian_sub_head) the last linear is that head instead: logits [rows, head->n],
+// column c holding bit for bit what the full head writes at the token the sub-head's channel c was taken from.
 void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, const int32_t* slot, const int32_t* pos,
-                 const int32_t* src, size_t rows, float* logits, float* taps = nullptr);
+                 const int32_t* src, size_t rows, float* logits, float* taps = nullptr, const LinearW* head = nullptr);
+
+// The vocabulary shortlist's LM head: the rows `ids` of the model's LM head (packed weights, scales, bias) in
+// that order, owned here, so a step computes logits for those tokens only.
+struct SubHead {
+  std::unique_ptr<PackedS8> s8;
+  std::unique_ptr<PackedF32> f32;
+  std::vector<float> bias;
+  LinearW w;
+  size_t bytes = 0;
+};
+// s8_rows: for an int8 head, its bytes channel by channel (chimera::s8_rows), or null to read the packed layout.
+SubHead* marian_sub_head(const MarianModel& m, const int32_t* ids, size_t n, const uint8_t* s8_rows = nullptr);
 
 // Copies the first `len` positions of self slot `from` to `to` (beam search reorders hypotheses this way).
 void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len);
