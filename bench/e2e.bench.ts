@@ -309,6 +309,7 @@ async function main(): Promise<void> {
       roofline: {
         int8_kind: roof.machine.int8Kind, int8_gmacs_per_core: roof.machine.int8, fp32_gflops_per_core: roof.machine.fp32,
         cache_gbs: Object.fromEntries(roof.machine.cacheGBs), dram_gbs: Object.fromEntries(roof.machine.dramGBs),
+        cpu_share: roof.machine.cpuShare, load_average: os.loadavg()[0],
       },
       rows,
     }, null, 2));

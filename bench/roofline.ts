@@ -18,6 +18,7 @@
  * Compute and memory are added, not overlapped, so the floor is a lower bound only where neither hides the other;
  * `% of floor` = floor / measured (100% = at the floor).
  */
+import * as os from 'node:os';
 import { getIsa } from '../src/kernels';
 import { native } from '../src/native';
 
@@ -67,9 +68,17 @@ export interface Machine {
   /** GB/s at each thread count: the cache-sized and DRAM-sized buffers. */
   cacheGBs: Map<number, number>;
   dramGBs: Map<number, number>;
+  /**
+   * The share of one core this process got while the single-thread peaks were probed (its CPU time / wall time):
+   * well below 1 on a machine other work shares, where the probes' best runs were preempted too and every ceiling
+   * and floor is unreliable.
+   */
+  cpuShare: number;
 }
 
 const PEAK_MS = 250;
+/** Below this share of a core during the probes, another process was running on ours: say so. */
+const SHARED_CPU_SHARE = 0.9;
 const BW_MS = 120;
 export const CACHE_PROBE_BYTES = 8 << 20;
 export const DRAM_PROBE_BYTES = 256 << 20;
@@ -90,11 +99,15 @@ export class Roofline {
     const nb = native();
     const isa = getIsa();
     const kind = int8ProbeKind(isa);
+    const t0 = performance.now();
+    const u0 = process.cpuUsage();
+    const int8 = kind ? nb.peakProbe(kind, PEAK_MS) : NaN;
+    const fp32 = isa === 'scalar' ? NaN : nb.peakProbe('fma', PEAK_MS);
+    const u = process.cpuUsage(u0);
     const m: Machine = {
-      int8Kind: kind ?? 'none',
-      int8: kind ? nb.peakProbe(kind, PEAK_MS) : NaN,
-      fp32: isa === 'scalar' ? NaN : nb.peakProbe('fma', PEAK_MS),
+      int8Kind: kind ?? 'none', int8, fp32,
       cacheGBs: new Map(), dramGBs: new Map(),
+      cpuShare: (u.user + u.system) / 1000 / (performance.now() - t0),
     };
     const r = new Roofline(m);
     for (const T of threadList) {
@@ -123,7 +136,10 @@ export class Roofline {
   describe(): string {
     const m = this.machine;
     const bw = [...m.cacheGBs.keys()].map((T) => `T=${T}: cache (${CACHE_PROBE_BYTES >> 20} MiB) ${m.cacheGBs.get(T)!.toFixed(1)} GB/s, DRAM (${DRAM_PROBE_BYTES >> 20} MiB) ${m.dramGBs.get(T)!.toFixed(1)} GB/s`).join('; ');
-    return `roofline: int8 peak ${m.int8.toFixed(1)} GMAC/s/core (${m.int8Kind}), fp32 FMA ${m.fp32.toFixed(1)} GFMA/s/core; read bandwidth ${bw}`;
+    const shared = m.cpuShare < SHARED_CPU_SHARE
+      ? `\nWARNING: this process got ${(100 * m.cpuShare).toFixed(0)}% of a core while probing (load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs): the machine is shared, so the ceilings, floors and %floor are unreliable, and so is any thread scaling`
+      : '';
+    return `roofline: int8 peak ${m.int8.toFixed(1)} GMAC/s/core (${m.int8Kind}), fp32 FMA ${m.fp32.toFixed(1)} GFMA/s/core; read bandwidth ${bw}; CPU share while probing ${(100 * m.cpuShare).toFixed(0)}%${shared}`;
   }
 }
 

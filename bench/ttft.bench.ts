@@ -179,7 +179,7 @@ async function main(): Promise<void> {
     const m = roof.machine;
     fs.writeFileSync(jsonOut, JSON.stringify({
       isa: getIsa(), cpu: os.cpus()[0]?.model, model: dir, threads: threadList,
-      roofline: { int8_kind: m.int8Kind, int8_gmacs_per_core: m.int8, fp32_gflops_per_core: m.fp32, cache_gbs: Object.fromEntries(m.cacheGBs), dram_gbs: Object.fromEntries(m.dramGBs) },
+      roofline: { int8_kind: m.int8Kind, int8_gmacs_per_core: m.int8, fp32_gflops_per_core: m.fp32, cache_gbs: Object.fromEntries(m.cacheGBs), dram_gbs: Object.fromEntries(m.dramGBs), cpu_share: m.cpuShare, load_average: os.loadavg()[0] },
       rows,
     }, null, 2) + '\n');
     console.log(`wrote ${jsonOut}`);
