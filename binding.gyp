@@ -34,6 +34,8 @@
   },
   "targets": [
     {
+      # node-gyp builds the CPU paths only: the CUDA sources (native/cuda) are built by CMake (CHIMERA_CUDA);
+      # here native/src/cuda_stub.cpp answers every CUDA call with E_DEVICE and the reason.
       "target_name": "chimera",
       "sources": [
         "native/src/cpu.cpp",
@@ -46,7 +48,9 @@
         "native/binding/addon.cpp",
         "native/binding/kernels_api.cpp",
         "native/binding/model_io.cpp",
-        "native/binding/marian_api.cpp"
+        "native/binding/marian_api.cpp",
+        "native/binding/cuda_api.cpp",
+        "native/src/cuda_stub.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "conditions": [

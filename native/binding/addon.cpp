@@ -33,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_kernels(env, exports);
   register_model_io(env, exports);
   register_marian(env, exports);
+  register_cuda(env, exports);
   return exports;
 }
 

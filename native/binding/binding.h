@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "chimera/cuda.h"
 #include "chimera/kernels.h"
 #include "chimera/layout.h"
 #include "chimera/marian.h"
@@ -52,6 +53,8 @@ inline Napi::Value guarded(const Napi::CallbackInfo& info) {
     return F(info);
   } catch (const NativeError& e) {
     throw_js(env, e.code, e.message);
+  } catch (const cuda::DeviceError& e) {  // a CUDA failure, or CUDA asked for where it is unavailable
+    throw_js(env, "E_DEVICE", e.what());
   } catch (const Napi::Error& e) {
     try {
       e.ThrowAsJavaScriptException();  // swallowed when unthrowable (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS)
@@ -197,6 +200,9 @@ class Task : public Napi::AsyncWorker {
     } catch (const NativeError& e) {
       code_ = e.code;
       SetError(e.message);
+    } catch (const cuda::DeviceError& e) {
+      code_ = "E_DEVICE";
+      SetError(e.what());
     } catch (const std::bad_alloc&) {
       code_ = "E_RANGE";
       SetError("out of memory: the native layer could not allocate what this call needs");
@@ -321,5 +327,6 @@ constexpr double kMaxNativeBytes = 64.0 * (1ull << 30);
 void register_kernels(Napi::Env env, Napi::Object exports);
 void register_model_io(Napi::Env env, Napi::Object exports);
 void register_marian(Napi::Env env, Napi::Object exports);
+void register_cuda(Napi::Env env, Napi::Object exports);
 
 }  // namespace chimera::binding

@@ -1,6 +1,7 @@
 // The Marian engine through Node-API: the model description (validated field by field, with caps), decoder
 // state handles, encode, the decoder step, slot copies.
 #include "binding.h"
+#include "chimera/cuda.h"
 
 namespace chimera::binding {
 namespace {
@@ -18,6 +19,9 @@ struct ModelBox {
   std::vector<uint8_t> head_rows;
   Napi::ObjectReference desc;  // keeps every array and packed handle the model points into alive
   size_t bytes = 0;
+  // m.device == Cuda: the device copy that encode / step run on (m stays the source of the live layer norms)
+  cuda::Model* dev = nullptr;
+  ~ModelBox() { cuda::free_model(dev); }
 };
 // A sub-LM-head and the model it was gathered from (a step checks that they match).
 struct SubHeadBox {
@@ -28,7 +32,31 @@ struct StateBox {
   MarianState st;
   size_t bytes = 0;    // what AdjustExternalMemory was told
   size_t max_pos = 0;  // the model's max_position_embeddings, the bound on maxLen / maxSrc
+  // st.device == Cuda: the KV cache in device memory (st keeps the shape and src_len for the checks here), the
+  // model it belongs to, and a reference that keeps that model alive while the state is
+  cuda::State* dev = nullptr;
+  const cuda::Model* owner = nullptr;
+  Napi::ObjectReference model_ref;
+  ~StateBox() { cuda::free_state(dev); }
 };
+
+// The device a model or state description asks for: opts.device, 'cpu' (default) or 'cuda'.
+Device device_option(Napi::Env env, const Napi::Value& opts) {
+  if (opts.IsUndefined() || opts.IsNull()) return Device::Cpu;
+  if (!opts.IsObject()) throw_code(env, "E_ARG", "marianCreate options must be an object");
+  const Napi::Value v = opts.As<Napi::Object>().Get("device");
+  if (v.IsUndefined()) return Device::Cpu;
+  const std::string d = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (d == "cpu") return Device::Cpu;
+  if (d == "cuda") return Device::Cuda;
+  throw_code(env, "E_ARG", "device must be 'cpu' or 'cuda'");
+}
+
+// A state and a model on different devices, or a device state of another model, cannot step together.
+void check_pair(Napi::Env env, const ModelBox* mb, const StateBox* sb) {
+  if ((mb->dev != nullptr) != (sb->dev != nullptr) || (sb->dev && sb->owner != mb->dev))
+    throw_code(env, "E_ARG", "the decoder state was made for another model (or another device)");
+}
 
 Napi::Object obj(Napi::Env env, const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
@@ -172,6 +200,10 @@ Napi::Value MarianCreate(const Napi::CallbackInfo& info) {
   }
   if (m.encoder.empty() || m.decoder.empty()) throw_code(env, "E_SHAPE", "the model needs encoder and decoder layers");
   marian_fill_positions(m);
+  if (device_option(env, info[1]) == Device::Cuda) {
+    m.device = Device::Cuda;
+    box->dev = cuda::upload_model(m);  // DeviceError (E_DEVICE) with the reason when CUDA is unavailable
+  }
   box->desc = Napi::Persistent(o);
   ModelBox* raw = box.release();
   auto ext = Napi::External<ModelBox>::New(env, raw, [](Napi::Env, ModelBox* b) { delete b; });
@@ -198,9 +230,16 @@ Napi::Value MarianStateNew(const Napi::CallbackInfo& info) {
   if (kv_state_bytes(st.d, st.layers, st.slots, st.max_len, st.sources, st.max_src) > kMaxNativeBytes)
     throw_code(env, "E_RANGE", "decoder state would need more than 64 GiB");
   sb->max_pos = mb->m.dims.max_pos;
-  st.self_kv.assign(st.slots * st.layers * st.max_len * 2 * st.d, 0.0f);
-  st.cross_kv.assign(st.sources * st.layers * st.max_src * 2 * st.d, 0.0f);
   st.src_len.assign(st.sources, 0);
+  if (mb->dev) {  // the cache lives in device memory, which V8's external-memory accounting does not cover
+    st.device = Device::Cuda;
+    sb->dev = cuda::create_state(*mb->dev, st.slots, st.max_len, st.sources, st.max_src);
+    sb->owner = mb->dev;
+    sb->model_ref = Napi::Persistent(info[0].ToObject());
+  } else {
+    st.self_kv.assign(st.slots * st.layers * st.max_len * 2 * st.d, 0.0f);
+    st.cross_kv.assign(st.sources * st.layers * st.max_src * 2 * st.d, 0.0f);
+  }
   sb->bytes = st.bytes();
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(sb->bytes));
   StateBox* raw = sb.release();
@@ -234,6 +273,13 @@ Napi::Value MarianEncode(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < batch * s; ++i)
     if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= mb->m.dims.vocab)
       throw_code(env, "E_INPUT", "token id " + std::to_string(ids[i]) + " is outside the vocabulary (0.." + std::to_string(mb->m.dims.vocab - 1) + ")");
+  check_pair(env, mb, sb);
+  if (sb->dev) {
+    if (taps) throw_code(env, "E_DEVICE", "layer-norm taps (captureNormInputs) are not available on a cuda model");
+    cuda::encode(*mb->dev, *sb->dev, ids, lens, batch, s, slots, enc_out);
+    for (size_t b = 0; b < batch; ++b) sb->st.src_len[static_cast<size_t>(slots[b])] = lens[b];
+    return env.Undefined();
+  }
   marian_encode(mb->m, sb->st, ids, lens, batch, s, slots, enc_out, taps);
   return env.Undefined();
 }
@@ -264,6 +310,13 @@ Napi::Value MarianStep(const Napi::CallbackInfo& info) {
     if (pos[r] < 0 || static_cast<size_t>(pos[r]) >= st.max_len) throw_code(env, "E_RANGE", "position past the state's maxLen");
     if (src[r] < 0 || static_cast<size_t>(src[r]) >= st.sources || st.src_len[static_cast<size_t>(src[r])] <= 0)
       throw_code(env, "E_RANGE", "source slot out of range or not encoded");
+  }
+  check_pair(env, mb, sb);
+  if (sb->dev) {
+    if (taps) throw_code(env, "E_DEVICE", "layer-norm taps (captureNormInputs) are not available on a cuda model");
+    if (head) throw_code(env, "E_DEVICE", "a vocabulary shortlist (sub-LM-head) is not available on a cuda model");
+    cuda::step(*mb->dev, *sb->dev, tok, slot, pos, src, rows, logits);
+    return env.Undefined();
   }
   marian_step(mb->m, sb->st, tok, slot, pos, src, rows, logits, taps, head);
   return env.Undefined();
@@ -305,7 +358,10 @@ Napi::Value MarianCopySlot(const Napi::CallbackInfo& info) {
   const MarianState& st = sb->st;
   if (!(from >= 0 && from < st.slots && to >= 0 && to < st.slots && len >= 0 && len <= st.max_len))
     throw_code(env, "E_RANGE", "copySlot arguments out of range");
-  marian_copy_slot(sb->st, static_cast<size_t>(from), static_cast<size_t>(to), static_cast<size_t>(len));
+  if (sb->dev)
+    cuda::copy_slot(*sb->dev, static_cast<size_t>(from), static_cast<size_t>(to), static_cast<size_t>(len));
+  else
+    marian_copy_slot(sb->st, static_cast<size_t>(from), static_cast<size_t>(to), static_cast<size_t>(len));
   return env.Undefined();
 }
 
@@ -324,6 +380,15 @@ Napi::Value MarianStateResize(const Napi::CallbackInfo& info) {
                                      " positions, more than maxSrc " + std::to_string(max_src) + "; release it first");
   if (kv_state_bytes(st.d, st.layers, slots, max_len, sources, max_src) > kMaxNativeBytes)
     throw_code(env, "E_RANGE", "decoder state would need more than 64 GiB");
+  if (sb->dev) {  // DeviceError (E_DEVICE) when device memory runs out; the state is kept as it was
+    cuda::resize_state(*sb->dev, slots, max_len, sources, max_src);
+    st.src_len.resize(sources, 0);
+    st.slots = slots;
+    st.max_len = max_len;
+    st.sources = sources;
+    st.max_src = max_src;
+    return env.Undefined();
+  }
   try {
     marian_state_resize(st, slots, max_len, sources, max_src);
   } catch (const std::bad_alloc&) {
@@ -335,16 +400,18 @@ Napi::Value MarianStateResize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// marianStateInfo(state) -> { slots, maxLen, sources, maxSrc, bytes }
+// marianStateInfo(state) -> { slots, maxLen, sources, maxSrc, bytes, device } (bytes: device memory for cuda)
 Napi::Value MarianStateInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const MarianState& st = unwrap<StateBox>(info, 0, kStateTag, "marianState")->st;
+  const StateBox* sb = unwrap<StateBox>(info, 0, kStateTag, "marianState");
+  const MarianState& st = sb->st;
   Napi::Object o = Napi::Object::New(env);
   o.Set("slots", static_cast<double>(st.slots));
   o.Set("maxLen", static_cast<double>(st.max_len));
   o.Set("sources", static_cast<double>(st.sources));
   o.Set("maxSrc", static_cast<double>(st.max_src));
-  o.Set("bytes", static_cast<double>(st.bytes()));
+  o.Set("bytes", static_cast<double>(sb->dev ? cuda::state_bytes(*sb->dev) : st.bytes()));
+  o.Set("device", device_name(st.device));
   return o;
 }
 
@@ -357,7 +424,22 @@ Napi::Value MarianReleaseSource(const Napi::CallbackInfo& info) {
   if (!(src >= 0 && src < static_cast<double>(st.sources)) || src != std::floor(src))
     throw_code(env, "E_RANGE", "source slot out of range");
   st.src_len[static_cast<size_t>(src)] = 0;
+  StateBox* sb = unwrap<StateBox>(info, 0, kStateTag, "marianState");
+  if (sb->dev) cuda::release_source(*sb->dev, static_cast<size_t>(src));
   return env.Undefined();
+}
+
+// marianSyncNorms(model): a cuda model re-reads every layer norm's gamma/beta from the live host arrays (the CPU
+// reads them live; the device keeps copies). A no-op on the CPU.
+Napi::Value MarianSyncNorms(const Napi::CallbackInfo& info) {
+  ModelBox* mb = unwrap<ModelBox>(info, 0, kModelTag, "marianCreate");
+  if (mb->dev) cuda::sync_norms(*mb->dev, mb->m);
+  return info.Env().Undefined();
+}
+
+// marianDevice(model) -> 'cpu' | 'cuda'
+Napi::Value MarianDevice(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), device_name(unwrap<ModelBox>(info, 0, kModelTag, "marianCreate")->m.device));
 }
 
 }  // namespace
@@ -372,6 +454,8 @@ void register_marian(Napi::Env env, Napi::Object exports) {
   exports.Set("marianStateResize", Napi::Function::New(env, guarded<MarianStateResize>));
   exports.Set("marianStateInfo", Napi::Function::New(env, guarded<MarianStateInfo>));
   exports.Set("marianReleaseSource", Napi::Function::New(env, guarded<MarianReleaseSource>));
+  exports.Set("marianSyncNorms", Napi::Function::New(env, guarded<MarianSyncNorms>));
+  exports.Set("marianDevice", Napi::Function::New(env, guarded<MarianDevice>));
 }
 
 }  // namespace chimera::binding

@@ -103,5 +103,7 @@ void encode(Model& m, State& st, const int32_t* ids, const int32_t* lens, size_t
 void step(Model& m, State& st, const int32_t* token, const int32_t* slot, const int32_t* pos, const int32_t* src,
           size_t rows, float* logits, size_t topk = 0, int32_t* top_idx = nullptr, float* top_val = nullptr);
 void copy_slot(State& st, size_t from, size_t to, size_t len);
+// Marks a source slot as not encoded (marianReleaseSource): its length becomes 0 until it is encoded again.
+void release_source(State& st, size_t src);
 
 }  // namespace chimera::cuda

@@ -1,6 +1,7 @@
 // Per-ISA kernel table: one instance per compiled ISA (kernels/kernels_<isa>.cpp), filled from the same
 // source (kernels/kernels.inl). Entry points in kernels.h split work into ranges and call through it.
 #pragma once
+#include "chimera/device.h"
 #include "chimera/kernels.h"
 
 namespace chimera {
@@ -59,6 +60,9 @@ struct KernelTable {
   // iters iterations of independent multiply-add chains of a kind (0 VNNI, 1 AVX2 int8, 2 fp32 FMA, 3 AVX-VNNI); returns
   // the multiply-adds done, or 0 when this build has no such instructions
   uint64_t (*peak_loop)(int kind, uint64_t iters, const float* seed);
+  // Every table here runs on the CPU on host memory. The CUDA kernels are not a table of this shape (they run
+  // on device memory, asynchronously on a stream): their entry points are in chimera/cuda.h.
+  Device device = Device::Cpu;
 };
 
 const KernelTable& kernels_scalar();

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "chimera/device.h"
 #include "chimera/kernels.h"
 
 namespace chimera {
@@ -59,6 +60,9 @@ struct MarianModel {
   std::vector<EncoderLayer> encoder;
   std::vector<DecoderLayer> decoder;
   LinearW lm_head;                   // [vocab, d] (tied embedding) + final_logits_bias
+  // Cpu: the forward pass below runs on these weights. Cuda: a cuda::Model made from them (cuda.h) holds device
+  // copies and runs encode/step; this description stays the source of truth for the live layer norms.
+  Device device = Device::Cpu;
 };
 
 // Per-sequence decoder memory: self-attention K|V rows per slot and cross-attention K|V per source.
@@ -68,6 +72,9 @@ struct MarianState {
   size_t sources = 0, max_src = 0;     // cross-attention: [sources][layers][max_src][2d]
   std::vector<float> self_kv, cross_kv;
   std::vector<int32_t> src_len;        // valid length of each source
+  // Cpu: self_kv / cross_kv hold the cache. Cuda: they stay empty (the cache is a cuda::State in device memory);
+  // the shape and src_len are kept here too, for the binding's argument checks.
+  Device device = Device::Cpu;
   size_t bytes() const { return (self_kv.size() + cross_kv.size()) * sizeof(float); }
 };
 
