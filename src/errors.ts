@@ -10,6 +10,7 @@ export type ChimeraErrorCode =
   | 'E_INPUT' // text or token input the model cannot take (empty, invalid ids, too long)
   | 'E_BUSY' // the request queue is full: retry later (a server answers 429)
   | 'E_CLOSED' // the Translator was closed before or while this request ran
+  | 'E_DEVICE' // device 'cuda' where CUDA is unavailable (see cudaInfo().reason), or a CUDA failure: use device 'cpu'
   | 'E_NATIVE'; // the native layer refused the call (a bug if the JS checks passed)
 
 /**

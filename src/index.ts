@@ -1,6 +1,8 @@
 export { ChimeraError, AbortError } from './errors';
 export type { ChimeraErrorCode, ChimeraErrorReason } from './errors';
 export * from './kernels';
+export { cudaInfo } from './cuda';
+export type { CudaInfo, CudaDeviceInfo, Device } from './cuda';
 export { MarianModel } from './marian';
 export type { Precision, PrecisionPlan, MarianLoadOptions, GenerateOptions, GenerateResult } from './marian';
 export { noTokenizerError } from './marian';

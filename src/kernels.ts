@@ -5,6 +5,8 @@
 import { types } from 'node:util';
 import { ChimeraError, rethrowNative } from './errors';
 import { native } from './native';
+import { checkDevice } from './cuda';
+import { checkKeys } from './util/options';
 
 /**
  * Kernel paths, in increasing order of preference. 'avxvnni' is the AVX2 path with VEX vpdpbusd in the int8 GEMM
@@ -244,7 +246,27 @@ export class QuantizedRows {
   }
 }
 
-export interface NormOptions {
+/**
+ * Where a kernel call runs: 'cpu' (default), or 'cuda' (the arrays are copied to the GPU and back; E_DEVICE where
+ * CUDA is unavailable). `reference: true` (cuda only) runs the simplest-correct CUDA kernel the fast one is
+ * tested against.
+ */
+export interface DeviceOptions {
+  device?: 'cpu' | 'cuda';
+  reference?: boolean;
+}
+const DEVICE_KEYS = ['device', 'reference'] as const;
+
+/** The device of a kernel call, and whether it asks for the reference kernel (which only 'cuda' has). */
+function deviceOf(opts: DeviceOptions | undefined): { cuda: boolean; reference: boolean } {
+  const cuda = checkDevice(opts?.device) === 'cuda';
+  const r = opts?.reference;
+  if (r !== undefined && typeof r !== 'boolean') fail('E_ARG', `reference must be a boolean, got ${String(r)}`);
+  if (r && !cuda) fail('E_ARG', "reference: true selects the CUDA reference kernel; it needs device: 'cuda'");
+  return { cuda, reference: r === true };
+}
+
+export interface NormOptions extends DeviceOptions {
   eps?: number;
   out?: Float32Array;
   /** Also writes the normalised output quantised to int8 per row, to feed linearInt8 directly. */
@@ -270,10 +292,15 @@ function gammaBeta(cols: number, g: GammaArg, beta: Float32Array | null | undefi
   return [g, checkOptF32('beta', beta, cols)];
 }
 
+const NORM_KEYS = ['eps', 'out', 'quantizeTo', ...DEVICE_KEYS] as const;
+const ADD_NORM_KEYS = [...NORM_KEYS, 'bias', 'sumOut'] as const;
+
 function runNorm(
   kind: number, x: Float32Array, residual: Float32Array | null, cols: number, g: GammaArg,
-  beta: Float32Array | null | undefined, opts: AddNormOptions | undefined,
+  beta: Float32Array | null | undefined, opts: AddNormOptions | undefined, keys: readonly string[], what: string,
 ): Float32Array {
+  checkKeys(opts, keys, `${what} option`);
+  const dev = deviceOf(opts);
   checkF32('x', x);
   checkDim('cols', cols);
   const rows = rowsOf('x', x, cols);
@@ -290,6 +317,13 @@ function runNorm(
     if (q.rows !== rows || q.cols !== cols)
       fail('E_SHAPE', `quantizeTo is ${q.rows}x${q.cols}, expected ${rows}x${cols}`);
   }
+  if (dev.cuda) {
+    call(() =>
+      native().cudaNorm(kind, x, residual, bias, gamma, b, cols, eps, out, sumOut,
+        q ? q.data : null, q ? q.scales : null, q ? q.sums : null, q ? q.stride : 0, dev.reference),
+    );
+    return out;
+  }
   call(() =>
     native().norm(kind, x, residual, bias, gamma, b, cols, eps, out, sumOut,
       q ? q.data : null, q ? q.scales : null, q ? q.sums : null, q ? q.stride : 0),
@@ -302,7 +336,7 @@ function runNorm(
  * NaN or Inf in a row yields NaN for that row (IEEE propagation); other rows are unaffected.
  */
 export function layerNorm(x: Float32Array, cols: number, gamma: GammaArg, beta?: Float32Array | null, opts?: NormOptions): Float32Array {
-  return runNorm(0, x, null, cols, gamma, beta, opts);
+  return runNorm(0, x, null, cols, gamma, beta, opts, NORM_KEYS, 'layerNorm');
 }
 
 /** out = LayerNorm(x + residual + bias): onnxruntime's SkipLayerNormalization. */
@@ -310,12 +344,12 @@ export function addLayerNorm(
   x: Float32Array, residual: Float32Array, cols: number, gamma: GammaArg, beta?: Float32Array | null, opts?: AddNormOptions,
 ): Float32Array {
   checkF32('residual', residual);
-  return runNorm(0, x, residual, cols, gamma, beta, opts);
+  return runNorm(0, x, residual, cols, gamma, beta, opts, ADD_NORM_KEYS, 'addLayerNorm');
 }
 
 /** RMSNorm: x / sqrt(mean(x^2) + eps) * gamma (+ beta when given). */
 export function rmsNorm(x: Float32Array, cols: number, gamma: GammaArg, opts?: NormOptions & { beta?: Float32Array }): Float32Array {
-  return runNorm(1, x, null, cols, gamma, opts?.beta, opts);
+  return runNorm(1, x, null, cols, gamma, opts?.beta, opts, [...NORM_KEYS, 'beta'], 'rmsNorm');
 }
 
 /** out = RMSNorm(x + residual + bias). */
@@ -323,7 +357,7 @@ export function addRmsNorm(
   x: Float32Array, residual: Float32Array, cols: number, gamma: GammaArg, opts?: AddNormOptions & { beta?: Float32Array },
 ): Float32Array {
   checkF32('residual', residual);
-  return runNorm(1, x, residual, cols, gamma, opts?.beta, opts);
+  return runNorm(1, x, residual, cols, gamma, opts?.beta, opts, [...ADD_NORM_KEYS, 'beta'], 'addRmsNorm');
 }
 
 /** log_softmax over each row of x ([rows, cols]) in place; a row of all -Infinity stays so. */
@@ -377,15 +411,21 @@ export function dynamicQuantizeLinear(x: Float32Array): { y: Uint8Array; scale: 
   return { y, scale, zeroPoint };
 }
 
-/** Quantises rows of x symmetrically to int8 (the activation side of linearInt8). NaN or Inf throws E_RANGE. */
-export function quantizeRows(x: Float32Array, cols: number, into?: QuantizedRows): QuantizedRows {
+/**
+ * Quantises rows of x symmetrically to int8 (the activation side of linearInt8). NaN or Inf throws E_RANGE. With
+ * device 'cuda' the result is bit for bit the CPU's.
+ */
+export function quantizeRows(x: Float32Array, cols: number, into?: QuantizedRows, opts?: DeviceOptions): QuantizedRows {
+  checkKeys(opts, DEVICE_KEYS, 'quantizeRows option');
+  const dev = deviceOf(opts);
   checkF32('x', x);
   checkDim('cols', cols);
   const rows = rowsOf('x', x, cols);
   const q = into ?? new QuantizedRows(rows, cols);
   if (!(q instanceof QuantizedRows) || q.rows !== rows || q.cols !== cols)
     fail('E_SHAPE', `into must be a QuantizedRows of ${rows}x${cols}`);
-  call(() => native().quantizeRows(x, rows, cols, q.data, q.scales, q.sums, q.stride));
+  if (dev.cuda) call(() => native().cudaQuantizeRows(x, rows, cols, q.data, q.scales, q.sums, q.stride, dev.reference));
+  else call(() => native().quantizeRows(x, rows, cols, q.data, q.scales, q.sums, q.stride));
   return q;
 }
 
@@ -519,13 +559,22 @@ export function packFp32Weights(w: Float32Array, outFeatures: number, inFeatures
   return new PackedFp32Weights(call(() => native().packF32(W, outFeatures, inFeatures)), outFeatures, inFeatures);
 }
 
-export interface LinearOptions {
+export interface LinearOptions extends DeviceOptions {
   bias?: Float32Array;
   activation?: Activation;
   out?: Float32Array;
 }
+const LINEAR_KEYS = ['bias', 'activation', 'out', ...DEVICE_KEYS] as const;
 
-function prepLinearInt8(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, opts?: LinearOptions) {
+export interface LinearInt8Options extends LinearOptions {
+  /** Also receives the exact int32 accumulators sum_k q[m,k] * w_q[n,k] ([rows, outFeatures]). */
+  raw?: Int32Array;
+}
+const LINEAR_INT8_KEYS = [...LINEAR_KEYS, 'raw'] as const;
+
+function prepLinearInt8(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, opts?: LinearInt8Options) {
+  checkKeys(opts, LINEAR_INT8_KEYS, 'linearInt8 option');
+  const dev = deviceOf(opts);
   if (!(packed instanceof PackedInt8Weights)) fail('E_ARG', 'packed must come from packInt8Weights()');
   checkDim('rows', rows);
   const K = packed.inFeatures;
@@ -542,22 +591,51 @@ function prepLinearInt8(x: Float32Array | QuantizedRows, rows: number, packed: P
   const bias = checkOptF32('bias', opts?.bias, N);
   const act = checkActivation(opts?.activation);
   const out = outF32('out', opts?.out, rows * N);
-  return { xf, q, bias, act, out };
+  let raw: Int32Array | null = null;
+  if (opts?.raw !== undefined) {
+    if (!types.isInt32Array(opts.raw)) fail('E_DTYPE', `raw must be an Int32Array, got ${describe(opts.raw)}`);
+    if (opts.raw.length !== rows * N) fail('E_SHAPE', `raw has length ${opts.raw.length}, expected rows x outFeatures = ${rows * N}`);
+    raw = opts.raw;
+  }
+  if (dev.cuda && q) fail('E_ARG', "device 'cuda' takes x as a Float32Array (it quantises the rows on the device), not QuantizedRows");
+  return { xf, q, bias, act, out, raw, dev };
+}
+
+/** The device path of linearInt8 / linear: the weights are uploaded for the call (bench/cuda keeps them resident). */
+function cudaLinear(packed: PackedInt8Weights | PackedFp32Weights, x: Float32Array, rows: number, bias: Float32Array | null, act: number, out: Float32Array, raw: Int32Array | null, reference: boolean): void {
+  call(() => native().cudaLinear(packed.handle, x, rows, bias, act, out, raw, reference));
+}
+
+/** linearInt8's raw accumulators on the CPU: the same quantisation, then the exact integer GEMM. */
+function cpuRaw(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, raw: Int32Array): void {
+  const q = x instanceof QuantizedRows ? x : quantizeRows(x, packed.inFeatures);
+  raw.set(int8GemmAccumulators(q, packed));
 }
 
 /**
  * y = dequant(quant(x) . W^T) + bias, then the activation. Each row of x is quantised to int8 on the fly
  * (or pass QuantizedRows from a fused norm); accumulation is exact int32.
  */
-export function linearInt8(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, opts?: LinearOptions): Float32Array {
+export function linearInt8(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, opts?: LinearInt8Options): Float32Array {
   const p = prepLinearInt8(x, rows, packed, opts);
+  if (p.dev.cuda) {
+    cudaLinear(packed, p.xf!, rows, p.bias, p.act, p.out, p.raw, p.dev.reference);
+    return p.out;
+  }
+  if (p.raw) cpuRaw(x, rows, packed, p.raw);
   call(() => native().linearS8(packed.handle, p.xf, p.q?.data ?? null, p.q?.scales ?? null, p.q?.sums ?? null,
     p.q?.stride ?? 0, rows, p.bias, p.act, p.out, false));
   return p.out;
 }
 
-export async function linearInt8Async(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, opts?: LinearOptions): Promise<Float32Array> {
+export async function linearInt8Async(x: Float32Array | QuantizedRows, rows: number, packed: PackedInt8Weights, opts?: LinearInt8Options): Promise<Float32Array> {
   const p = prepLinearInt8(x, rows, packed, opts);
+  if (p.dev.cuda) {
+    // the device call synchronises inside; it does not run on the libuv pool
+    cudaLinear(packed, p.xf!, rows, p.bias, p.act, p.out, p.raw, p.dev.reference);
+    return p.out;
+  }
+  if (p.raw) cpuRaw(x, rows, packed, p.raw);
   await callAsync(() => native().linearS8(packed.handle, p.xf, p.q?.data ?? null, p.q?.scales ?? null, p.q?.sums ?? null,
     p.q?.stride ?? 0, rows, p.bias, p.act, p.out, true) as Promise<void>);
   return p.out;
@@ -577,6 +655,8 @@ export function int8GemmAccumulators(q: QuantizedRows, packed: PackedInt8Weights
 }
 
 function prepLinear(x: Float32Array, rows: number, packed: PackedFp32Weights, opts?: LinearOptions) {
+  checkKeys(opts, LINEAR_KEYS, 'linear option');
+  const dev = deviceOf(opts);
   if (!(packed instanceof PackedFp32Weights)) fail('E_ARG', 'packed must come from packFp32Weights()');
   checkDim('rows', rows);
   checkF32('x', x);
@@ -585,18 +665,26 @@ function prepLinear(x: Float32Array, rows: number, packed: PackedFp32Weights, op
   const bias = checkOptF32('bias', opts?.bias, packed.outFeatures);
   const act = checkActivation(opts?.activation);
   const out = outF32('out', opts?.out, rows * packed.outFeatures);
-  return { bias, act, out };
+  return { bias, act, out, dev };
 }
 
 /** fp32 y = x . W^T + bias, then the activation. */
 export function linear(x: Float32Array, rows: number, packed: PackedFp32Weights, opts?: LinearOptions): Float32Array {
   const p = prepLinear(x, rows, packed, opts);
+  if (p.dev.cuda) {
+    cudaLinear(packed, x, rows, p.bias, p.act, p.out, null, p.dev.reference);
+    return p.out;
+  }
   call(() => native().linearF32(packed.handle, x, rows, p.bias, p.act, p.out, false));
   return p.out;
 }
 
 export async function linearAsync(x: Float32Array, rows: number, packed: PackedFp32Weights, opts?: LinearOptions): Promise<Float32Array> {
   const p = prepLinear(x, rows, packed, opts);
+  if (p.dev.cuda) {
+    cudaLinear(packed, x, rows, p.bias, p.act, p.out, null, p.dev.reference);
+    return p.out;
+  }
   await callAsync(() => native().linearF32(packed.handle, x, rows, p.bias, p.act, p.out, true) as Promise<void>);
   return p.out;
 }
@@ -643,4 +731,32 @@ export async function sgemmAsync(a: Float32Array, aShape: [number, number], b: F
   const p = prepSgemm(a, aShape, b, bShape, opts);
   await callAsync(() => native().sgemm(a, b, p.m, p.n, p.k, p.transA, p.transB, p.alpha, p.beta, p.out, true) as Promise<void>);
   return p.out;
+}
+
+// ---------------------------------------------------------------------------------------------- exact int8 GEMM
+
+/**
+ * c[m, n] = a[m, k] . b[n, k]^T for signed int8 operands, exact in int32 (both row-major, b in Linear layout). On
+ * 'cuda' this is the tensor-core GEMM (mma.sync s8), or with `reference: true` the dp4a reference kernel; on the
+ * CPU, matmulInteger.
+ */
+export function gemmInt8(a: Int8Array, b: Int8Array, m: number, n: number, k: number, opts?: DeviceOptions): Int32Array {
+  checkKeys(opts, DEVICE_KEYS, 'gemmInt8 option');
+  const dev = deviceOf(opts);
+  if (!types.isInt8Array(a)) fail('E_DTYPE', `a must be an Int8Array, got ${describe(a)}`);
+  if (!types.isInt8Array(b)) fail('E_DTYPE', `b must be an Int8Array, got ${describe(b)}`);
+  checkDim('m', m);
+  checkDim('n', n);
+  checkDim('k', k);
+  if (a.length !== m * k) fail('E_SHAPE', `a has length ${a.length}, expected m x k = ${m * k}`);
+  if (b.length !== n * k) fail('E_SHAPE', `b has length ${b.length}, expected n x k = ${n * k}`);
+  const out = new Int32Array(m * n);
+  if (dev.cuda) {
+    call(() => native().cudaGemmS8(a, b, m, n, k, out, dev.reference));
+    return out;
+  }
+  const bt = new Int8Array(k * n);
+  for (let j = 0; j < n; j++) for (let i = 0; i < k; i++) bt[i * n + j] = b[j * k + i];
+  call(() => native().matmulInteger(a, true, m, k, bt, true, n, new Int32Array(1), new Int32Array(1), out, false));
+  return out;
 }

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { ChimeraError, rethrowNative } from './errors';
 import { LayerNormParams, PackedFp32Weights, PackedInt8Weights, packFp32Weights, packInt8Weights, setThreads } from './kernels';
 import { native } from './native';
+import { checkDevice, type Device } from './cuda';
 import { checkSearchOptions, searchMaxLength, searchSpecOf, type SearchOptions, type SearchSpec, type StepRows, type TopkFn } from './engine/search';
 import { checkKeys } from './util/options';
 import { DEFAULT_MAX_STATE_BYTES } from './limits';
@@ -48,8 +49,14 @@ export interface MarianLoadOptions {
    * true: the model's own, E_MODEL when it has none. A shortlist built for another vocabulary is refused (E_MODEL).
    */
   shortlist?: boolean | string;
+  /**
+   * Where encode and the decoder steps run: 'cpu' (default) or 'cuda' (weights, KV cache and the forward pass on
+   * the GPU; logits come back once per step). 'cuda' where CUDA is unavailable throws E_DEVICE with the reason
+   * (cudaInfo()); nothing falls back to the CPU.
+   */
+  device?: Device;
 }
-export const MARIAN_LOAD_KEYS = ['precision', 'threads', 'onProgress', 'shortlist'] as const;
+export const MARIAN_LOAD_KEYS = ['precision', 'threads', 'onProgress', 'shortlist', 'device'] as const;
 
 /**
  * generate()'s options. The same names, with the same meaning, as Translator.translate() and stream() take
@@ -170,15 +177,21 @@ export class MarianModel {
   /** The vocabulary shortlist in use, or null (the full vocabulary). */
   shortlist: { data: Shortlist; bytes: Uint8Array; fingerprint: string; sets: ShortlistSets } | null = null;
 
+  /** Where encode and the decoder steps run (MarianLoadOptions.device). */
+  readonly device: Device;
+
   private constructor(
     config: MarianConfig, desc: MarianDesc, precision: PrecisionPlan, tokenizerFiles: Map<string, Uint8Array>, t0: number,
+    device: Device = 'cpu',
   ) {
     this.config = config;
     this.desc = desc;
+    this.device = device;
     try {
-      this.handle = native().marianCreate(desc);
+      this.handle = native().marianCreate(desc, device === 'cuda' ? { device } : undefined);
     } catch (e) {
       const err = e as { code?: string; message?: string };
+      if (err.code === 'E_DEVICE') throw new ChimeraError('E_DEVICE', `could not put the model on the GPU: ${err.message}`, { cause: e });
       throw new ChimeraError('E_MODEL', `could not build the model: ${err.message}`, { cause: e });
     }
     const sl = tokenizerFiles.get(SHORTLIST_FILE);
@@ -227,7 +240,9 @@ export class MarianModel {
     const sl = opts.shortlist;
     if (sl !== undefined && typeof sl !== 'boolean' && (typeof sl !== 'string' || sl === ''))
       throw new ChimeraError('E_ARG', `shortlist must be a boolean or a file path, got ${typeof sl}`);
-    if (sl !== false) {
+    if (m.device === 'cuda' && sl !== undefined && sl !== false)
+      throw new ChimeraError('E_DEVICE', "the vocabulary shortlist is not available on device 'cuda' (the GPU step computes every logit)");
+    if (sl !== false && m.device === 'cpu') {
       let bytes: Uint8Array | undefined, what = '';
       if (typeof sl === 'string') {
         try {
@@ -263,6 +278,7 @@ export class MarianModel {
 
   /** Uses the shortlist in `bytes` (validated, and refused with E_MODEL when built for another vocabulary); null: none. */
   useShortlist(bytes: Uint8Array | null, what = '(shortlist)'): void {
+    if (bytes && this.device === 'cuda') throw new ChimeraError('E_DEVICE', "the vocabulary shortlist is not available on device 'cuda'");
     if (!bytes) {
       this.shortlist = null;
     } else {
@@ -275,6 +291,7 @@ export class MarianModel {
 
   private static async loadFrom(source: string, opts: MarianLoadOptions): Promise<MarianModel> {
     checkKeys(opts, MARIAN_LOAD_KEYS, 'MarianModel.load option');
+    const device = checkDevice(opts.device, 'MarianModel.load device'); // E_DEVICE before any reading or packing
     const t0 = performance.now();
     if (typeof source !== 'string' || source === '')
       throw new ChimeraError('E_MODEL', `the model must be a directory or packed file path, got ${String(source)}`);
@@ -293,7 +310,7 @@ export class MarianModel {
       const plan: PrecisionPlan = p.header.precision;
       if (opts.precision !== undefined && JSON.stringify(planOf(opts.precision)) !== JSON.stringify(plan))
         throw new ChimeraError('E_ARG', `${source} was packed at ${JSON.stringify(plan)}; convert again for another precision`);
-      return new MarianModel(p.header.config, p.desc, plan, p.tokenizerFiles, t0);
+      return new MarianModel(p.header.config, p.desc, plan, p.tokenizerFiles, t0, device);
     }
     if (!st.isDirectory()) throw new ChimeraError('E_MODEL', `model path ${source} is neither a directory nor a file`);
     const config = readMarianConfig(source);
@@ -318,6 +335,7 @@ export class MarianModel {
     config: MarianConfig, w: MarianWeights, opts: MarianLoadOptions = {}, tokenizerFiles = new Map<string, Uint8Array>(), t0 = performance.now(),
   ): MarianModel {
     const p = planOf(opts.precision);
+    const device = checkDevice(opts.device, 'MarianModel device');
     const pe = (i: number) => p.encoderLayers?.[i] ?? p.encoder;
     const pd = (i: number) => p.decoderLayers?.[i] ?? p.decoder;
     const total = w.encoder.length + w.decoder.length + 1;
@@ -365,7 +383,15 @@ export class MarianModel {
     };
     if (config.encoderHeads !== config.decoderHeads)
       throw new ChimeraError('E_MODEL', 'encoder_attention_heads and decoder_attention_heads must be equal');
-    return new MarianModel(config, desc, p, tokenizerFiles, t0);
+    return new MarianModel(config, desc, p, tokenizerFiles, t0, device);
+  }
+
+  /**
+   * After editing layerNorms() in place: a 'cuda' model copies the live gamma/beta to the GPU again (the CPU reads
+   * them live; the device keeps copies). A no-op on the CPU. Translator.adjustLayerNorm calls it.
+   */
+  syncNorms(): void {
+    if (this.device === 'cuda') native().marianSyncNorms(this.handle);
   }
 
   /** Makes sure the decoder state holds `slots` hypotheses of `maxLen` and `sources` sources of `maxSrc`. */

@@ -53,7 +53,11 @@ export interface NativeBinding {
     alpha: number, beta: number, out: Float32Array, async: boolean,
   ): void | Promise<void>;
   packF16(w: Float32Array, n: number, k: number): object;
-  marianCreate(desc: object): object;
+  /** opts.device 'cuda' also uploads the model to the GPU (E_DEVICE where CUDA is unavailable). */
+  marianCreate(desc: object, opts?: { device?: 'cpu' | 'cuda' }): object;
+  /** A cuda model re-reads its layer norms' live gamma/beta (the device keeps copies); a no-op on the CPU. */
+  marianSyncNorms(model: object): void;
+  marianDevice(model: object): 'cpu' | 'cuda';
   marianState(model: object, slots: number, maxLen: number, sources: number, maxSrc: number): object;
   marianEncode(model: object, state: object, ids: Int32Array, lens: Int32Array, s: number, srcSlots: Int32Array, encOut: Float32Array | null, taps?: Float32Array | null): void;
   marianStep(
@@ -65,7 +69,7 @@ export interface NativeBinding {
   marianCopySlot(state: object, from: number, to: number, len: number): void;
   /** Reshapes a decoder state in place (the handle stays valid); kept slots and sources keep their contents. */
   marianStateResize(state: object, slots: number, maxLen: number, sources: number, maxSrc: number): void;
-  marianStateInfo(state: object): { slots: number; maxLen: number; sources: number; maxSrc: number; bytes: number };
+  marianStateInfo(state: object): { slots: number; maxLen: number; sources: number; maxSrc: number; bytes: number; device: 'cpu' | 'cuda' };
   /** Marks a source slot as not encoded: no step can attend to it until it is encoded again. */
   marianReleaseSource(state: object, src: number): void;
   /** Per row: the k largest values, descending, ties to the lower index, NaN as -Infinity; x is not modified. */
@@ -76,6 +80,20 @@ export interface NativeBinding {
   decodeAttention(
     q: Float32Array, kv: Float32Array, rowOffsets: Int32Array, ldkv: number, vOff: number, lens: Int32Array,
     heads: number, hd: number, out: Float32Array,
+  ): void;
+  /** The CUDA backend (native/binding/cuda_api.cpp): its probe, and the kernels on host arrays (`reference`: the simplest kernel). */
+  cudaInfo(): { compiled: boolean; available: boolean; devices: { name: string; computeCapability: string; memoryBytes: number }[]; reason: string };
+  cudaNorm(
+    kind: number, x: Float32Array, residual: Float32Array | null, bias: Float32Array | null, gamma: Float32Array,
+    beta: Float32Array | null, cols: number, eps: number, out: Float32Array, sumOut: Float32Array | null,
+    qData: Int8Array | null, qScales: Float32Array | null, qSums: Int32Array | null, qStride: number, reference: boolean,
+  ): void;
+  cudaQuantizeRows(x: Float32Array, rows: number, cols: number, data: Int8Array, scales: Float32Array, sums: Int32Array, stride: number, reference: boolean): void;
+  cudaGemmS8(a: Int8Array, b: Int8Array, m: number, n: number, k: number, out: Int32Array, reference: boolean): void;
+  cudaLinear(h: object, x: Float32Array, rows: number, bias: Float32Array | null, act: number, out: Float32Array | null, raw: Int32Array | null, reference: boolean): void;
+  cudaDecodeAttention(
+    q: Float32Array, kv: Float32Array, rowOffsets: Int32Array, ldkv: number, vOff: number, lens: Int32Array,
+    heads: number, hd: number, out: Float32Array, reference: boolean,
   ): void;
   /** Multiply-adds per second / 1e9 of one core on independent chains of the given kind. */
   peakProbe(kind: 'vnni' | 'avx2-int8' | 'fma' | 'avxvnni', ms: number): number;

@@ -21,6 +21,7 @@ export const SERVE_OPTIONS: Opt[] = [
   o('port', 'int', 'port (0: any free port)', { arg: 'N', def: '8080', max: 65535 }),
   o('precision', 'string', 'precision of a model directory (a packed file carries its own)', { arg: 'P', choices: ['fp32', 'fp16', 'int8'] }),
   o('threads', 'int', 'intra-op threads of the translation worker', { arg: 'N', min: 1, max: MAX_THREADS }),
+  o('device', 'string', 'where the model runs (cuda: the GPU; fails with E_DEVICE where CUDA is unavailable)', { arg: 'D', choices: ['cpu', 'cuda'], def: 'cpu' }),
   o('shortlist', 'string', 'vocabulary shortlist file (default: the model\'s own, when it has one)', { arg: 'FILE' }),
   o('no-shortlist', 'boolean', 'the full vocabulary, even when the model has a shortlist'),
   o('isa', 'string', 'force a kernel path', { arg: 'ISA', choices: ['scalar', 'avx2', 'avxvnni', 'avx512vnni', 'amx', 'auto'] }),
@@ -72,6 +73,7 @@ export interface ServeConfig {
   port: number;
   precision?: 'fp32' | 'fp16' | 'int8';
   threads?: number;
+  device?: 'cpu' | 'cuda';
   shortlist?: string;
   noShortlist?: boolean;
   isa?: string;
@@ -129,6 +131,7 @@ async function serve(cfg: ServeConfig): Promise<number> {
     model: cfg.model,
     precision: cfg.precision,
     threads: cfg.threads,
+    device: cfg.device,
     ...(cfg.noShortlist ? { shortlist: false } : cfg.shortlist !== undefined ? { shortlist: cfg.shortlist } : {}),
     maxQueue: cfg.maxQueue,
     cacheMb: cfg.cacheMb,

@@ -24,6 +24,7 @@ export const TRANSLATE: CommandSpec = {
     { flag: 'beam', kind: 'int', arg: 'N', min: 1, help: 'beam width (1: greedy)', def: '(1)' },
     { flag: 'max-length', kind: 'int', arg: 'N', min: 1, help: 'generated tokens at most per line (default: the model\'s max_length - 1)' },
     { flag: 'fail-fast', kind: 'boolean', help: 'stop at the first line that cannot be translated' },
+    { flag: 'device', kind: 'string', arg: 'D', help: 'where the model runs (cuda: the GPU; E_DEVICE where CUDA is unavailable)', choices: ['cpu', 'cuda'], def: '(cpu)' },
     { flag: 'shortlist', kind: 'string', arg: 'FILE', help: 'vocabulary shortlist file', def: '(the model\'s own, when it has one)' },
     { flag: 'no-shortlist', kind: 'boolean', help: 'the full vocabulary, even when the model has a shortlist' },
   ],
@@ -46,7 +47,8 @@ export async function translateCommand(a: CommandArgs): Promise<number> {
   const { MarianModel } = await import('../marian');
   const dir = str(a, 'model') ?? demoModelPath;
   const precision = str(a, 'precision') as 'fp32' | undefined;
-  const model = await MarianModel.load(dir, { ...(precision === undefined ? {} : { precision }), ...shortlistOption(a) });
+  const device = str(a, 'device') as 'cpu' | 'cuda' | undefined;
+  const model = await MarianModel.load(dir, { ...(precision === undefined ? {} : { precision }), ...(device === undefined ? {} : { device }), ...shortlistOption(a) });
   const tok = model.requireTokenizer();
   const opts = { beam: num(a, 'beam'), maxLength: num(a, 'max-length') };
   const failFast = bool(a, 'fail-fast');

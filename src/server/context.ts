@@ -15,6 +15,8 @@ export interface ServerOptions {
   model?: string;
   precision?: Precision | PrecisionPlan;
   threads?: number;
+  /** Where the model runs: 'cpu' (default) or 'cuda' (Translator.load's option). */
+  device?: 'cpu' | 'cuda';
   /** The vocabulary shortlist: false turns the model's own off, a path loads that file (Translator.load's option). */
   shortlist?: boolean | string;
   /** Requests waiting for admission; one more gets 429. */

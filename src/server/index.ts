@@ -63,6 +63,7 @@ export async function chimeraPlugin(app: FastifyInstance, options: ServerOptions
     const load: TranslatorLoadOptions = {
       ...(opts.precision !== undefined ? { precision: opts.precision } : {}),
       ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      ...(opts.device !== undefined ? { device: opts.device } : {}),
       ...(opts.shortlist !== undefined ? { shortlist: opts.shortlist } : {}),
       ...(opts.maxQueue !== undefined ? { maxQueue: opts.maxQueue } : {}),
       ...(opts.cacheMb !== undefined ? { cacheBytes: Math.round(opts.cacheMb * 1048576) } : {}),

@@ -14,6 +14,7 @@ import type { Reply, Request, SentenceReply, WorkerOptions, WorkerStats } from '
 import { modelIdentity, normaliseSentence, optionsKey, SentenceCache, type CacheStats, type CachedSentence, type SentenceCacheTier } from './cache';
 import { joinSentences, splitSentences, type Segment } from './sentences';
 import { checkKeys } from '../util/options';
+import { checkDevice } from '../cuda';
 import { resolveModelSource } from '../model/hub-cache';
 import { checkGuardOptions, QualityGuard, type GuardControl, type QualityGuardOptions, type QualityStats } from './quality-guard';
 
@@ -67,7 +68,7 @@ export interface TranslatorLoadOptions extends MarianLoadOptions {
   /** The live quality guard (off when unset): shadows served sentences through a full-precision control. */
   qualityGuard?: QualityGuardOptions;
 }
-const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'shortlist', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard', 'lowPriority'] as const;
+const LOAD_KEYS = ['precision', 'threads', 'onProgress', 'device', 'shortlist', 'maxQueue', 'maxSlots', 'maxSourceTokens', 'maxStateBytes', 'encodeChunkTokens', 'cacheBytes', 'cacheTiers', 'splitSentences', 'qualityGuard', 'lowPriority'] as const;
 
 export interface TranslationResult {
   text: string;
@@ -305,6 +306,7 @@ export class Translator extends EventEmitter {
    */
   static async load(model: string, opts: TranslatorLoadOptions = {}): Promise<Translator> {
     checkKeys(opts, LOAD_KEYS, 'Translator.load option');
+    checkDevice(opts.device, 'Translator.load device'); // E_DEVICE here, before a worker starts
     // a directory, a packed file, or a Hugging Face repo id found offline in the local cache
     model = resolveModelSource(model);
     if (typeof model !== 'string' || !fs.existsSync(model)) throw new ChimeraError('E_MODEL', `model path ${String(model)} does not exist`);

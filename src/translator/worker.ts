@@ -109,6 +109,7 @@ async function main(): Promise<void> {
         if (!ln) throw new ChimeraError('E_ARG', `no layer norm named ${req.name}; see MarianModel.layerNorms()`);
         if (req.edit.scaleGamma !== undefined) ln.params.scaleGamma(req.edit.scaleGamma);
         if (req.edit.shiftBeta !== undefined) ln.params.shiftBeta(req.edit.shiftBeta);
+        model.syncNorms(); // a 'cuda' model keeps device copies of gamma/beta
         port!.postMessage({ type: 'control', id: req.id, value: null } satisfies Reply);
       } catch (e) {
         port!.postMessage(errorReply(req.id, e));
