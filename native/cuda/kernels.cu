@@ -18,8 +18,10 @@ constexpr int kWarp = 32;
 constexpr int kRowWarps = 4;
 // Threads per block of the simple elementwise and reference kernels.
 constexpr int kThreads = 256;
-// The widest row the register-cached norm holds: 8 float4 per lane.
+// The widest row the register-cached norm holds: 8 float4 per lane (a warp: 1024 cols; a block: 8192).
 constexpr int kNormMaxVec = 8;
+// Warps per row of the block-per-row norm (rows wider than a warp's registers).
+constexpr int kNormBlockWarps = 8;
 // The largest head size the warp attention kernel holds (8 dims per lane).
 constexpr int kMaxHeadDim = 256;
 
@@ -405,6 +407,152 @@ __global__ void __launch_bounds__(kRowWarps * kWarp) norm_vec_kernel(NormArgs a,
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Block-wide sums over W warps (deterministic order: each warp's shuffle sum, then the warps in turn). `sh` holds
+// W values; the call ends with every thread holding the total and `sh` free again.
+template <int W, typename T>
+__device__ __forceinline__ T block_sum(T v, T* sh) {
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  if (threadIdx.x % kWarp == 0) sh[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  T t = 0;
+#pragma unroll
+  for (int w = 0; w < W; ++w) t += sh[w];
+  __syncthreads();
+  return t;
+}
+template <int W>
+__device__ __forceinline__ float block_max(float v, float* sh) {
+  v = warp_max(v);
+  if (threadIdx.x % kWarp == 0) sh[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float t = 0.0f;  // only used for max |x| >= 0
+#pragma unroll
+  for (int w = 0; w < W; ++w) t = fmaxf(t, sh[w]);
+  __syncthreads();
+  return t;
+}
+
+// The fast norm for wide rows (more than a warp's registers hold): a block of W warps per row, V float4 per
+// thread in registers (cols % 4 == 0, cols <= 128 V W), so x and the residual are still read once and out written
+// once; the same arithmetic as norm_vec_kernel with block-wide reductions.
+template <int V, int W>
+__global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, int* q_bad) {
+  __shared__ float shf[W];
+  __shared__ int shi[W];
+  constexpr int kT = W * kWarp;
+  const int tid = threadIdx.x;
+  const size_t r = blockIdx.x;
+  const size_t n = a.cols, nv = n / 4;
+  const float* x = a.x + r * n;
+  const float* res = a.residual ? a.residual + r * n : nullptr;
+  float* out = a.out + r * n;
+  float4 v[V];
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const size_t c = tid + static_cast<size_t>(i) * kT;
+    v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (c < nv) {
+      float4 t = ld4(x + 4 * c);
+      if (res) t = add4(t, ld4(res + 4 * c));
+      if (a.bias) t = add4(t, ld4(a.bias + 4 * c));
+      if (a.sum_out) st4(a.sum_out + r * n + 4 * c, t);
+      v[i] = t;
+      sum = __fadd_rn(sum, __fadd_rn(__fadd_rn(t.x, t.y), __fadd_rn(t.z, t.w)));
+    }
+  }
+  const float mean = a.rms ? 0.0f : __fdiv_rn(block_sum<W>(sum, shf), static_cast<float>(n));
+  float var = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const size_t c = tid + static_cast<size_t>(i) * kT;
+    if (c < nv) {
+      const float d0 = __fsub_rn(v[i].x, mean), d1 = __fsub_rn(v[i].y, mean);
+      const float d2 = __fsub_rn(v[i].z, mean), d3 = __fsub_rn(v[i].w, mean);
+      var = __fmaf_rn(d0, d0, var);
+      var = __fmaf_rn(d1, d1, var);
+      var = __fmaf_rn(d2, d2, var);
+      var = __fmaf_rn(d3, d3, var);
+    }
+  }
+  var = __fdiv_rn(block_sum<W>(var, shf), static_cast<float>(n));
+  if (!isfinite(mean) || !isfinite(var)) {  // block-uniform: every thread holds the same mean and var
+    // rare: spill the sums to out, the first warp takes the fp64 path over them, everyone reloads
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const size_t c = tid + static_cast<size_t>(i) * kT;
+      if (c < nv) st4(out + 4 * c, v[i]);
+    }
+    __syncthreads();
+    if (tid < kWarp) norm_row_f64_warp(a, out, out, tid);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const size_t c = tid + static_cast<size_t>(i) * kT;
+      if (c < nv) v[i] = ld4(out + 4 * c);
+    }
+  } else {
+    const float rstd = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, a.eps)));
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const size_t c = tid + static_cast<size_t>(i) * kT;
+      if (c < nv) {
+        const float4 g = ld4(a.gamma + 4 * c);
+        const float4 b = a.beta ? ld4(a.beta + 4 * c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float4 o;
+        o.x = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].x, mean), rstd), g.x, b.x);
+        o.y = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].y, mean), rstd), g.y, b.y);
+        o.z = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].z, mean), rstd), g.z, b.z);
+        o.w = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].w, mean), rstd), g.w, b.w);
+        st4(out + 4 * c, o);
+        v[i] = o;
+      }
+    }
+  }
+  if (!a.q) return;
+  float amax = 0.0f;
+  int bad = 0;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const size_t c = tid + static_cast<size_t>(i) * kT;
+    if (c < nv) {
+      bad |= !isfinite(v[i].x) | !isfinite(v[i].y) | !isfinite(v[i].z) | !isfinite(v[i].w);
+      amax = fmaxf(fmaxf(amax, fmaxf(fabsf(v[i].x), fabsf(v[i].y))), fmaxf(fabsf(v[i].z), fabsf(v[i].w)));
+    }
+  }
+  bad = __syncthreads_or(bad);
+  amax = block_max<W>(amax, shf);
+  if (bad) {
+    if (q_bad && tid == 0) *q_bad = 1;
+    return;
+  }
+  int8_t* q = a.q + r * a.q_stride;
+  for (size_t i = n + tid; i < a.q_stride; i += kT) q[i] = 0;
+  const float scale = amax == 0.0f ? 0.0f : __fdiv_rn(amax, 127.0f);
+  int sum_q = 0;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const size_t c = tid + static_cast<size_t>(i) * kT;
+    if (c < nv) {
+      char4 t = make_char4(0, 0, 0, 0);
+      if (amax != 0.0f) {
+        const int q0 = quant1(v[i].x, scale), q1 = quant1(v[i].y, scale);
+        const int q2 = quant1(v[i].z, scale), q3 = quant1(v[i].w, scale);
+        t = make_char4(static_cast<signed char>(q0), static_cast<signed char>(q1), static_cast<signed char>(q2),
+                       static_cast<signed char>(q3));
+        sum_q += q0 + q1 + q2 + q3;
+      }
+      *reinterpret_cast<char4*>(q + 4 * c) = t;
+    }
+  }
+  sum_q = block_sum<W>(sum_q, shi);
+  if (tid == 0) {
+    a.q_scales[r] = scale;
+    a.q_sums[r] = sum_q;
+  }
+}
+
 
 // ------------------------------------------------------------------------------------------------ int8 GEMM
 
@@ -860,6 +1008,11 @@ void launch_norm(const NormArgs& a, int* q_bad, bool reference, cudaStream_t s) 
     norm_vec_kernel<4><<<grid, block, 0, s>>>(a, q_bad);
   else if (vec && nv <= kWarp * kNormMaxVec)
     norm_vec_kernel<kNormMaxVec><<<grid, block, 0, s>>>(a, q_bad);
+  else if (vec && nv <= kWarp * kNormBlockWarps * 4)  // up to 4096 cols: a block of 8 warps per row
+    norm_rowblock_kernel<4, kNormBlockWarps><<<static_cast<unsigned>(a.rows), kNormBlockWarps * kWarp, 0, s>>>(a, q_bad);
+  else if (vec && nv <= kWarp * kNormBlockWarps * kNormMaxVec)  // up to 8192 cols
+    norm_rowblock_kernel<kNormMaxVec, kNormBlockWarps><<<static_cast<unsigned>(a.rows), kNormBlockWarps * kWarp, 0, s>>>(
+        a, q_bad);
   else
     norm_warp_kernel<<<grid, block, 0, s>>>(a, q_bad);
   check_launch("norm kernel");
