@@ -108,7 +108,7 @@ describe('engine', () => {
   beforeAll(async () => {
     dir = fs.mkdtempSync(join(tmpdir(), 'chimera-shortlist-'));
     await makeModel({ preset: 'tiny', seed: 5, out: join(dir, 'model') });
-    for (const p of ['fp32', 'int8'] as Precision[]) models.set(p, await MarianModel.load(join(dir, 'model'), { precision: p }));
+    for (const p of ['fp32', 'fp16', 'int8'] as Precision[]) models.set(p, await MarianModel.load(join(dir, 'model'), { precision: p }));
     const m = models.get('fp32')!;
     fs.writeFileSync(slFile('all.bin'), everyToken(m));
     fs.writeFileSync(slFile('small.bin'), smallList(m, 3));
@@ -128,6 +128,9 @@ describe('engine', () => {
       }
     });
 
+    subHeadTest(p);
+  }
+  function subHeadTest(p: Precision): void {
     forEachIsa((isa) => it(`${p} ${isa}: the sub-LM-head's logits equal the full head's at the same tokens, bit for bit`, () => {
       const m = models.get(p)!;
       const nb = native();
@@ -151,6 +154,7 @@ describe('engine', () => {
       expectChimeraError(() => nb.marianStep(handle(other), st, tok, slots, pos, srcs, subLogits, null, sub), 'E_ARG');
     }));
   }
+  subHeadTest('fp16');
 
   forEachIsa((isa) => it(`${isa}: int8 gathered channels give the same raw int32 accumulators; fp32 and fp16 the same outputs`, () => {
     const nb = native();

@@ -17,6 +17,9 @@ struct ModelBox {
   // An int8 LM head's bytes channel by channel, made at the first sub-head (vocabulary shortlist) and kept:
   // gathering a sub-head from it reads each channel once instead of a cache line per 4 bytes.
   std::vector<uint8_t> head_rows;
+  // fp32 / fp16 heads: whether the tied embedding (m.embed / m.embed_half) holds exactly the head's values, so a
+  // sub-head can be gathered from its rows (-1: not checked yet).
+  int embed_rows_ok = -1;
   Napi::ObjectReference desc;  // keeps every array and packed handle the model points into alive
   size_t bytes = 0;
   // m.device == Cuda: the device copy that encode / step run on (m stays the source of the live layer norms)
@@ -337,7 +340,14 @@ Napi::Value MarianSubHead(const Napi::CallbackInfo& info) {
     mb->head_rows.resize(s8->n * s8->kp);
     s8_rows(*s8, mb->head_rows.data());
   }
-  box->h.reset(marian_sub_head(mb->m, ids, n, s8 ? mb->head_rows.data() : nullptr));
+  const void* rows = s8 ? static_cast<const void*>(mb->head_rows.data()) : nullptr;
+  if (!s8) {
+    const PackedF32& f = *mb->m.lm_head.f32;
+    const void* embed = f.half ? static_cast<const void*>(mb->m.embed_half) : static_cast<const void*>(mb->m.embed);
+    if (mb->embed_rows_ok < 0) mb->embed_rows_ok = embed && rows_match(f, embed) ? 1 : 0;
+    if (mb->embed_rows_ok) rows = embed;
+  }
+  box->h.reset(marian_sub_head(mb->m, ids, n, rows));
   box->model = &mb->m;
   const int64_t bytes = static_cast<int64_t>(box->h->bytes);
   SubHeadBox* raw = box.release();

@@ -227,15 +227,15 @@ void marian_step(const MarianModel& m, MarianState& st, const int32_t* token, co
   linear_next(pq, lm, x, rows, Activation::None, logits);
 }
 
-SubHead* marian_sub_head(const MarianModel& m, const int32_t* ids, size_t n, const uint8_t* s8_rows) {
+SubHead* marian_sub_head(const MarianModel& m, const int32_t* ids, size_t n, const void* rows) {
   auto h = std::make_unique<SubHead>();
   const LinearW& full = m.lm_head;
   if (full.s8) {
-    h->s8.reset(s8_rows ? gather_s8_rows(*full.s8, s8_rows, ids, n) : gather_s8(*full.s8, ids, n));
+    h->s8.reset(rows ? gather_s8_rows(*full.s8, static_cast<const uint8_t*>(rows), ids, n) : gather_s8(*full.s8, ids, n));
     h->w.s8 = h->s8.get();
     h->bytes = h->s8->bytes + n * sizeof(float);
   } else {
-    h->f32.reset(gather_f32(*full.f32, ids, n));
+    h->f32.reset(rows ? gather_f32_rows(*full.f32, rows, ids, n) : gather_f32(*full.f32, ids, n));
     h->w.f32 = h->f32.get();
     h->bytes = h->f32->bytes;
   }

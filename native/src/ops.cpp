@@ -283,10 +283,13 @@ PackedS8* gather_s8_rows(const PackedS8& w, const uint8_t* rows, const int32_t* 
   p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
   p->scales = new float[n];
   std::memset(p->data, 128, p->bytes);
-  for (size_t c = 0; c < n; ++c) {
-    const uint8_t* r = rows + static_cast<size_t>(cols[c]) * w.kp;
-    p->scales[c] = w.scales[cols[c]];
-    for (size_t j = 0; j < w.kp; j += kS8KStep) std::memcpy(p->data + s8_offset(p->kp, c, j), r + j, kS8KStep);
+  for (size_t c = 0; c < n; ++c) p->scales[c] = w.scales[cols[c]];
+  // destination group by group and k step by k step: sequential writes (see gather_f32_rows)
+  for (size_t g = 0; g * kGroupCols < n; ++g) {
+    const size_t c1 = std::min(n, (g + 1) * kGroupCols);
+    for (size_t j = 0; j < w.kp; j += kS8KStep)
+      for (size_t c = g * kGroupCols; c < c1; ++c)
+        std::memcpy(p->data + s8_offset(p->kp, c, j), rows + static_cast<size_t>(cols[c]) * w.kp + j, kS8KStep);
   }
   return p;
 }
@@ -381,6 +384,45 @@ PackedF32* gather_f32(const PackedF32& w, const int32_t* cols, size_t n) {
     }
   }
   return p;
+}
+
+PackedF32* gather_f32_rows(const PackedF32& w, const void* rows, const int32_t* cols, size_t n) {
+  const size_t elem = w.half ? sizeof(uint16_t) : sizeof(float);
+  auto* p = new PackedF32();
+  p->n = n;
+  p->k = w.k;
+  p->panels = packed_f32_panels(n);
+  p->bytes = packed_f32_bytes(n, w.k, elem);
+  void* dst = aligned_alloc64(p->bytes);
+  std::memset(dst, 0, p->bytes);
+  if (w.half) p->half = static_cast<uint16_t*>(dst);
+  else p->data = static_cast<float*>(dst);
+  // destination group by group and k row by k row, so the writes are sequential; a group's 64 source rows stay in
+  // cache while their k values are read one after the other
+  auto copy = [&](auto* out, const auto* in) {
+    for (size_t g = 0; g * kGroupCols < n; ++g) {
+      const size_t c1 = std::min(n, (g + 1) * kGroupCols);
+      for (size_t j = 0; j < w.k; ++j) {
+        auto* d = out + g * w.k * kGroupCols + j * kGroupCols;
+        for (size_t c = g * kGroupCols; c < c1; ++c) d[c - g * kGroupCols] = in[static_cast<size_t>(cols[c]) * w.k + j];
+      }
+    }
+  };
+  if (w.half) copy(p->half, static_cast<const uint16_t*>(rows));
+  else copy(p->data, static_cast<const float*>(rows));
+  return p;
+}
+
+bool rows_match(const PackedF32& w, const void* rows) {
+  for (size_t g = 0; g * kGroupCols < w.n; ++g)
+    for (size_t j = 0; j < w.k; ++j)
+      for (size_t c = g * kGroupCols; c < std::min(w.n, (g + 1) * kGroupCols); ++c) {
+        const size_t at = g * w.k * kGroupCols + j * kGroupCols + c % kGroupCols;
+        const bool same = w.half ? w.half[at] == static_cast<const uint16_t*>(rows)[c * w.k + j]
+                                 : std::memcmp(&w.data[at], static_cast<const float*>(rows) + c * w.k + j, sizeof(float)) == 0;
+        if (!same) return false;
+      }
+  return true;
 }
 
 // Splits the panels of an fp32 GEMM over threads in whole 64-column groups.

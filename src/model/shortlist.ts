@@ -9,7 +9,8 @@
  * File (little-endian), version 1:
  *   magic 'CHMRSLST' (8) | u32 version | u32 source vocab | u32 target vocab | 32 B vocabulary hash |
  *   u32 per-token N | u32 frequent count F | u32 list entries E | u32 frequent[F] | u32 offsets[source vocab + 1] |
- *   u32 entries[E] (offsets[s]..offsets[s+1] is token s's list, best first) | 32 B sha256 of everything before.
+ *   entries[E] (offsets[s]..offsets[s+1] is token s's list, best first) | 32 B sha256 of everything before.
+ * Entries are u16 when the target vocabulary has at most 65536 tokens (OPUS-MT's 58k: half the file), else u32.
  * The vocabulary hash names the model it was built for (the token strings of its vocabulary in id order); a
  * file whose hash, sizes, ids or checksum do not agree is refused with E_MODEL.
  */
@@ -24,6 +25,8 @@ export const SHORTLIST_VERSION = 1;
 export const SHORTLIST_FILE = 'shortlist.bin';
 const HASH_BYTES = 32;
 const FIXED_HEADER_BYTES = 8 + 4 * 3 + HASH_BYTES + 4 * 3;
+/** Bytes per list entry: u16 while every target id fits. */
+const entryBytes = (targetVocab: number) => (targetVocab <= 65536 ? 2 : 4);
 
 /**
  * Defaults of `chimera shortlist build`, measured on the shared m30k model (built from val, scored on
@@ -63,7 +66,8 @@ function fail(what: string, msg: string): never {
 
 export function writeShortlistBytes(s: Shortlist): Uint8Array {
   const F = s.frequent.length, E = s.entries.length;
-  const body = FIXED_HEADER_BYTES + 4 * (F + s.sourceVocab + 1 + E);
+  const eb = entryBytes(s.targetVocab);
+  const body = FIXED_HEADER_BYTES + 4 * (F + s.sourceVocab + 1) + eb * E;
   const buf = Buffer.alloc(body + HASH_BYTES);
   buf.write(SHORTLIST_MAGIC, 0, 'latin1');
   let o = 8;
@@ -73,7 +77,7 @@ export function writeShortlistBytes(s: Shortlist): Uint8Array {
   for (const v of [s.perToken, F, E]) o = buf.writeUInt32LE(v, o);
   for (const v of s.frequent) o = buf.writeUInt32LE(v, o);
   for (const v of s.offsets) o = buf.writeUInt32LE(v, o);
-  for (const v of s.entries) o = buf.writeUInt32LE(v, o);
+  for (const v of s.entries) o = eb === 2 ? buf.writeUInt16LE(v, o) : buf.writeUInt32LE(v, o);
   buf.set(createHash('sha256').update(buf.subarray(0, body)).digest(), body);
   return buf;
 }
@@ -92,7 +96,7 @@ export function readShortlistBytes(bytes: Uint8Array, what: string): Shortlist {
   let o = 20 + HASH_BYTES;
   const perToken = buf.readUInt32LE(o), F = buf.readUInt32LE(o + 4), E = buf.readUInt32LE(o + 8);
   o += 12;
-  if (sourceVocab < 1 || targetVocab < 1 || body !== FIXED_HEADER_BYTES + 4 * (F + sourceVocab + 1 + E)) fail(what, 'sizes in the header do not match the file length');
+  if (sourceVocab < 1 || targetVocab < 1 || body !== FIXED_HEADER_BYTES + 4 * (F + sourceVocab + 1) + entryBytes(targetVocab) * E) fail(what, 'sizes in the header do not match the file length');
   const u32 = (n: number) => {
     const a = new Uint32Array(n);
     for (let i = 0; i < n; i++, o += 4) a[i] = buf.readUInt32LE(o);
@@ -100,7 +104,9 @@ export function readShortlistBytes(bytes: Uint8Array, what: string): Shortlist {
   };
   const frequent = Int32Array.from(u32(F));
   const offsets = u32(sourceVocab + 1);
-  const entries = Int32Array.from(u32(E));
+  const entries = new Int32Array(E);
+  if (entryBytes(targetVocab) === 2) for (let i = 0; i < E; i++, o += 2) entries[i] = buf.readUInt16LE(o);
+  else for (let i = 0; i < E; i++, o += 4) entries[i] = buf.readUInt32LE(o);
   for (const t of frequent) if (t >= targetVocab) fail(what, `frequent token ${t} is outside the target vocabulary (${targetVocab})`);
   for (const t of entries) if (t >= targetVocab) fail(what, `candidate ${t} is outside the target vocabulary (${targetVocab})`);
   if (offsets[0] !== 0 || offsets[sourceVocab] !== E) fail(what, 'list offsets do not cover the entries');

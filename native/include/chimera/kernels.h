@@ -109,6 +109,11 @@ PackedF32* pack_f16(const float* w, size_t n, size_t k);  // w is [n, k]; rounds
 void to_half(const float* x, size_t n, uint16_t* y);      // IEEE binary16, round to nearest even
 // The fp32 / fp16 counterpart of gather_s8.
 PackedF32* gather_f32(const PackedF32& w, const int32_t* cols, size_t n);
+// The same from row-major weights [w.n][w.k] (fp32 rows for an fp32 w, fp16 rows for an fp16 one) that hold
+// exactly w's values (see rows_match): one contiguous read per channel.
+PackedF32* gather_f32_rows(const PackedF32& w, const void* rows, const int32_t* cols, size_t n);
+// Whether row-major `rows` (fp32, or fp16 when w is fp16) hold exactly the values packed in w.
+bool rows_match(const PackedF32& w, const void* rows);
 void linear_f32(const PackedF32& w, const float* x, size_t rows, const float* bias, Activation act, float* out);
 // c[m, n] = alpha * op(a) . op(b) + beta * c
 void sgemm(const float* a, const float* b, size_t m, size_t n, size_t k, bool trans_a, bool trans_b, float alpha,

@@ -104,8 +104,9 @@ struct SubHead {
   LinearW w;
   size_t bytes = 0;
 };
-// s8_rows: for an int8 head, its bytes channel by channel (chimera::s8_rows), or null to read the packed layout.
-SubHead* marian_sub_head(const MarianModel& m, const int32_t* ids, size_t n, const uint8_t* s8_rows = nullptr);
+// rows: the head's weights channel by channel, or null to read the packed layout: for an int8 head its packed bytes
+// (chimera::s8_rows), for fp32 / fp16 the values themselves (the tied embedding, when rows_match says so).
+SubHead* marian_sub_head(const MarianModel& m, const int32_t* ids, size_t n, const void* rows = nullptr);
 
 // Copies the first `len` positions of self slot `from` to `to` (beam search reorders hypotheses this way).
 void marian_copy_slot(MarianState& st, size_t from, size_t to, size_t len);
