@@ -185,7 +185,8 @@ async function benchModel(name: string, dir: string, rows: Row[], sentences: num
   const onnx = Object.fromEntries(ORT_TIERS.map((t) => [t, onnxDir(dir, name, t)])) as Record<OrtTier, string>;
   const tjs = await loadTjs();
   const ours = new Map<Precision, MarianModel>();
-  for (const tier of TIERS) ours.set(tier, await MarianModel.load(dir, { precision: tier }));
+  // the full vocabulary, even where a shortlist.bin lies beside the model: the shortlist has its own bench (bench:shortlist)
+  for (const tier of TIERS) ours.set(tier, await MarianModel.load(dir, { precision: tier, shortlist: false }));
   const cfg = ours.get('fp32')!.config;
   for (const T of threadList) {
     setThreads(T);

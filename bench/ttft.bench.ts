@@ -81,12 +81,13 @@ async function main(): Promise<void> {
   console.log('(ms; p50 = median, rme = relative margin of error of the mean at 95 %, n = samples; floor = roofline floor, %floor = floor / p50)');
   const scalingLines: string[] = [];
   for (const tier of TIERS) {
-    const fromDir = await MarianModel.load(dir, { precision: tier });
+    // the full vocabulary, even where a shortlist lies beside the model (the shortlist has bench:shortlist)
+    const fromDir = await MarianModel.load(dir, { precision: tier, shortlist: false });
     rows.push({ tier, engine: 'chimera', threads: 0, src_len: 0, metric: 'load_dir_ms', value: fromDir.loadMs });
     // The packed file (chimera convert), loaded the way a server starts: memory-mapped, nothing re-packed.
     const packed = path.join(path.dirname(dir), `${name}-${tier}.chimera`);
     fromDir.save(packed);
-    const model = await MarianModel.load(packed);
+    const model = await MarianModel.load(packed, { shortlist: false });
     rows.push({ tier, engine: 'chimera', threads: 0, src_len: 0, metric: 'load_packed_ms', value: model.loadMs });
     const cfg = model.config;
     const V = cfg.vocabSize, eos = cfg.eosId;
