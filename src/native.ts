@@ -81,6 +81,15 @@ export interface NativeBinding {
     q: Float32Array, kv: Float32Array, rowOffsets: Int32Array, ldkv: number, vOff: number, lens: Int32Array,
     heads: number, hd: number, out: Float32Array,
   ): void;
+  /**
+   * The encoder's self-attention over q|k|v rows [batch*s, ld] (q of head h at column h*hd, k heads*hd further, v
+   * 2*heads*hd further), each source against its lens[b] valid keys; 'rows' / 'blocked' force a kernel, 'auto' takes
+   * the blocked one from kBlockedAttentionMinKeys keys, as the engine does.
+   */
+  encoderAttention(
+    qkv: Float32Array, ld: number, lens: Int32Array, s: number, heads: number, hd: number, out: Float32Array,
+    path: 'auto' | 'rows' | 'blocked',
+  ): void;
   /** The CUDA backend (native/binding/cuda_api.cpp): its probe, and the kernels on host arrays (`reference`: the simplest kernel). */
   cudaInfo(): { compiled: boolean; available: boolean; devices: { name: string; computeCapability: string; memoryBytes: number }[]; reason: string };
   cudaNorm(

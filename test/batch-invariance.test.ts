@@ -89,6 +89,25 @@ describe('Marian engine: a row is computed the same whatever it is batched with'
         expectSameFloats(logits.subarray(0, V), logits.subarray(V), 'step logits over the two copies of the source');
       });
 
+      it(`${p}: sources on either side of the blocked-attention threshold (32 keys) encode alone as in a batch padded to 64`, () => {
+        const m = models.get(p)!;
+        const nb = native();
+        const d = m.config.dModel;
+        const rng = new TestRng(14);
+        const s = m.config.maxPositions; // 64: past the threshold; the last source's own length is not
+        const batch = [source(rng, s - 1, m), source(rng, 40, m), source(rng, 20, m)];
+        const ids = new Int32Array(batch.length * s).fill(m.config.padId);
+        batch.forEach((src, b) => ids.set(src, b * s));
+        const st = nb.marianState(handle(m), 1, 4, 6, s);
+        const enc = new Float32Array(batch.length * s * d);
+        nb.marianEncode(handle(m), st, ids, Int32Array.from(batch, (x) => x.length), s, Int32Array.of(0, 1, 2), enc);
+        batch.forEach((src, b) => {
+          const alone = new Float32Array(src.length * d);
+          nb.marianEncode(handle(m), st, Int32Array.from(src), Int32Array.of(src.length), src.length, Int32Array.of(3 + b), alone);
+          expectSameFloats(enc.subarray(b * s * d, (b * s + src.length) * d), alone, `source ${b} (${src.length} tokens)`);
+        });
+      });
+
       it(`${p}: a step row's logits are the same alone, among 32 and among 33 rows`, () => {
         const m = models.get(p)!;
         const nb = native();

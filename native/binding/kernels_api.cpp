@@ -1,5 +1,5 @@
 // Kernels through Node-API: CPU / ISA / threads, norms, quantisation, int8 and fp32 GEMMs (sync and async),
-// log-softmax, top-k, decode attention, the peak and bandwidth probes, thread priority.
+// log-softmax, top-k, decode and encoder attention, the peak and bandwidth probes, thread priority.
 #include "binding.h"
 
 namespace chimera::binding {
@@ -378,6 +378,44 @@ Napi::Value DecodeAttentionFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// encoderAttention(qkv [batch*s, ld], ld, lens Int32Array [batch], s, heads, hd, out [batch*s, heads*hd], path
+// 'auto' | 'rows' | 'blocked'): the encoder's self-attention over q|k|v rows laid out as the fused projection writes
+// them (q of head h at column h*hd, k heads*hd further, v 2*heads*hd further).
+Napi::Value EncoderAttentionFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t batch = 0;
+  const int32_t* lens = arr<int32_t>(info, 2, "lens", 0, false, false, &batch);
+  if (batch == 0) throw_code(env, "E_SHAPE", "no sources");
+  const size_t ld = dim(info, 1, "ld"), s = dim(info, 3, "s"), heads = dim(info, 4, "heads"), hd = dim(info, 5, "hd");
+  const size_t width = checked_mul(env, heads, hd);
+  if (ld < checked_mul(env, 3, width)) throw_code(env, "E_RANGE", "ld must be at least 3 * heads * hd");
+  const size_t rows = checked_mul(env, batch, s);
+  const float* qkv = arr<float>(info, 0, "qkv", checked_mul(env, rows, ld));
+  float* out = arr<float>(info, 6, "out", checked_mul(env, rows, width));
+  for (size_t b = 0; b < batch; ++b)
+    if (lens[b] < 1 || static_cast<size_t>(lens[b]) > s) throw_code(env, "E_RANGE", "lens must be in 1..s");
+  if (!info[7].IsString()) throw_code(env, "E_ARG", "path must be 'auto', 'rows' or 'blocked'");
+  const std::string path = info[7].As<Napi::String>();
+  EncoderAttention a;
+  if (path == "auto") a.path = AttentionPath::Auto;
+  else if (path == "rows") a.path = AttentionPath::Rows;
+  else if (path == "blocked") a.path = AttentionPath::Blocked;
+  else throw_code(env, "E_ARG", "path must be 'auto', 'rows' or 'blocked', got '" + path + "'");
+  a.q = qkv;
+  a.k = qkv + width;
+  a.v = qkv + 2 * width;
+  a.ld = ld;
+  a.len = lens;
+  a.o = out;
+  a.ldo = width;
+  a.batch = batch;
+  a.s = s;
+  a.heads = heads;
+  a.hd = hd;
+  encoder_attention(a);
+  return env.Undefined();
+}
+
 // peakProbe(kind 'vnni' | 'avx2-int8' | 'fma' | 'avxvnni', ms) -> multiply-adds per second / 1e9 on one core
 Napi::Value PeakProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -442,6 +480,7 @@ void register_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("packedGather", Napi::Function::New(env, guarded<PackedGather>));
   exports.Set("topkRowsRagged", Napi::Function::New(env, guarded<TopkRowsRagged>));
   exports.Set("decodeAttention", Napi::Function::New(env, guarded<DecodeAttentionFn>));
+  exports.Set("encoderAttention", Napi::Function::New(env, guarded<EncoderAttentionFn>));
   exports.Set("peakProbe", Napi::Function::New(env, guarded<PeakProbe>));
   exports.Set("bandwidthProbe", Napi::Function::New(env, guarded<BandwidthProbe>));
   exports.Set("setThreadNice", Napi::Function::New(env, guarded<SetThreadNice>));

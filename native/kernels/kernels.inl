@@ -784,8 +784,43 @@ static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n
 #else
 static inline float to_float(float x) { return x; }
 static inline float to_float(uint16_t h) { return half_to_float(h); }
-constexpr int kF32MaxRows = 1;
 constexpr int f32_group(int) { return 1; }
+#if defined(__GNUC__)
+// Two rows share each loaded panel row, in 4-float vectors that the compiler maps to SSE2 or NEON registers. Written
+// with 16 scalar accumulators, GCC spills some of them and the k loop runs at the store-forwarding latency (the
+// blocked attention ran ~1 GFMA/s here). Each element is still one multiply-add chain over k in order, the same
+// operations as before, so results do not depend on how rows are grouped.
+constexpr int kF32MaxRows = 2;
+typedef float f32x4 __attribute__((vector_size(16)));
+template <int MR, int NR, typename WT>
+static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0, size_t p,
+                     const F32Epilogue& ep) {
+  const WT* bp = f32_panel(b, k, p);
+  const float* ar = a + row0 * lda;
+  f32x4 acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = f32x4{0.0f, 0.0f, 0.0f, 0.0f};
+  for (size_t kk = 0; kk < k; ++kk) {
+    float bs[16];
+    for (int c = 0; c < 16; ++c) bs[c] = to_float(bp[kk * 64 + c]);
+    f32x4 bv[4];
+    std::memcpy(bv, bs, sizeof bv);
+    for (int r = 0; r < MR; ++r) {
+      const float x = ar[r * lda + kk];
+      const f32x4 av = {x, x, x, x};
+      for (int c = 0; c < 4; ++c) acc[r][c] += av * bv[c];
+    }
+  }
+  const size_t c0 = p * 16;
+  if (c0 >= n) return;
+  for (int r = 0; r < MR; ++r) {
+    float tile[16];
+    std::memcpy(tile, acc[r], sizeof tile);
+    f32_store_row(ep, n, row0 + r, c0, std::min<size_t>(16, n - c0), tile);
+  }
+}
+#else
+constexpr int kF32MaxRows = 1;
 template <int MR, int NR, typename WT>
 static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n, size_t row0, size_t p,
                      const F32Epilogue& ep) {
@@ -798,6 +833,7 @@ static void f32_tile(const float* a, size_t lda, const WT* b, size_t k, size_t n
   if (c0 >= n) return;
   f32_store_row(ep, n, row0, c0, std::min<size_t>(16, n - c0), tile);
 }
+#endif
 #endif
 
 // Panels come in whole groups of 4 (padding columns are zero and never stored), so every tile is 4 or 8
@@ -1106,6 +1142,128 @@ static void attention(const float* q, size_t ldq, const float* k, size_t ldk, co
   }
 }
 
+// ------------------------------------------------------------------------------------------------ blocked attention
+// softmax(q . k^T) . v for query rows [0, nq) of one head against all nk keys, as two GEMMs through the fp32
+// microkernel (f32_tile): K^T and V are packed once into its panel layout (BlockedAttentionLayout), then each block
+// of query rows runs scores = Q K^T, a row softmax, O = P V and the 1 / sum scaling, so that a block's scores are
+// re-read from cache. A register tile holds up to kF32MaxRows queries against 64 keys (or 64 output columns), so
+// each K or V load feeds several queries' FMAs where the per-query kernel (attention) feeds one.
+// Every score and output element is one FMA chain over a fixed k order (head dimension, then keys in order), and a
+// row's softmax reads only that row: a row's result is the same however many query rows are computed with it, so a
+// source encoded alone and padded into a batch gives the same bits. Scores are not scaled (q carries the scale).
+
+// Rows [0, rows) of out = a . b through the fp32 microkernel, b packed (panels of 16 columns, n columns stored).
+static void f32_block(const float* a, size_t lda, size_t rows, const float* b, size_t k, size_t n, const F32Epilogue& ep) {
+  const size_t panels = (n + 15) / 16;
+  size_t r = 0;
+  for (; r + kF32MaxRows <= rows; r += kF32MaxRows) f32_rows<kF32MaxRows, float>(a, lda, b, k, n, r, 0, panels, ep);
+  if (r < rows) f32_dispatch_rows<kF32MaxRows, float>(static_cast<int>(rows - r), a, lda, b, k, n, r, 0, panels, ep);
+}
+
+// K^T in the panel layout: [ceil(nk / 64)][hd][64], keys past nk zero (their scores are computed, never stored).
+// SIMD builds transpose 4 keys x 4 dims per _MM_TRANSPOSE4_PS (4 loads, 8 shuffles, 4 stores where element by
+// element took 16 loads and 16 stores: a scalar transpose cost ~10 % of the kernel at S = 128).
+static void pack_keys_t(const float* k, size_t ldk, size_t nk, size_t hd, float* kp) {
+  const size_t nk64 = (nk + 63) / 64 * 64;
+  size_t j0 = 0;
+#if CHIMERA_LEVEL > 0
+  for (; j0 + 4 <= nk; j0 += 4) {
+    float* dst = kp + (j0 / 64) * hd * 64 + j0 % 64;
+    const float* k0 = k + j0 * ldk;
+    size_t dd = 0;
+    for (; dd + 4 <= hd; dd += 4) {
+      __m128 a0 = _mm_loadu_ps(k0 + dd), a1 = _mm_loadu_ps(k0 + ldk + dd);
+      __m128 a2 = _mm_loadu_ps(k0 + 2 * ldk + dd), a3 = _mm_loadu_ps(k0 + 3 * ldk + dd);
+      _MM_TRANSPOSE4_PS(a0, a1, a2, a3);
+      _mm_store_ps(dst + dd * 64, a0);
+      _mm_store_ps(dst + (dd + 1) * 64, a1);
+      _mm_store_ps(dst + (dd + 2) * 64, a2);
+      _mm_store_ps(dst + (dd + 3) * 64, a3);
+    }
+    for (; dd < hd; ++dd)
+      for (size_t j = 0; j < 4; ++j) dst[dd * 64 + j] = k0[j * ldk + dd];
+  }
+#endif
+  for (; j0 < nk64; j0 += 4) {
+    float* dst = kp + (j0 / 64) * hd * 64 + j0 % 64;
+    for (size_t dd = 0; dd < hd; ++dd)
+      for (size_t j = 0; j < 4; ++j) dst[dd * 64 + j] = j0 + j < nk ? k[(j0 + j) * ldk + dd] : 0.0f;
+  }
+}
+
+// V in the panel layout: [ceil(hd / 64)][nk][64], columns past hd zero.
+static void pack_values(const float* v, size_t ldv, size_t nk, size_t hd, float* vp) {
+  for (size_t g = 0; g * 64 < hd; ++g) {
+    const size_t w = std::min<size_t>(64, hd - g * 64);
+    for (size_t j = 0; j < nk; ++j) {
+      const float* src = v + j * ldv + g * 64;
+      float* dst = vp + (g * nk + j) * 64;
+      size_t c = 0;
+      for (; c + W <= w; c += W) store(dst + c, load(src + c));  // not memcpy: its rep movs start-up costs more
+      for (; c < w; ++c) dst[c] = src[c];
+      for (; c < 64; ++c) dst[c] = 0.0f;
+    }
+  }
+}
+
+static void attention_blocked(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv,
+                              float* o, size_t ldo, size_t nq, size_t nk, size_t hd, float* scratch) {
+  count_kernel(Op::AttentionBlocked, kIsa);
+  const BlockedAttentionLayout L(nk, hd);
+  const uintptr_t mis = reinterpret_cast<uintptr_t>(scratch) % (kBlockedAttentionAlign * sizeof(float));
+  float* kp = scratch + (mis ? (kBlockedAttentionAlign * sizeof(float) - mis) / sizeof(float) : 0);
+  float* vp = kp + L.k_floats;
+  float* sc = vp + L.v_floats;
+  float* inv = sc + L.score_floats;
+  pack_keys_t(k, ldk, nk, hd, kp);
+  pack_values(v, ldv, nk, hd, vp);
+  F32Epilogue qk{};
+  qk.alpha = 1.0f;
+  qk.act = Activation::None;
+  qk.out = sc;
+  qk.ldo = L.ld;
+  qk.op = Op::AttentionBlocked;
+  F32Epilogue pv = qk;
+  pv.ldo = ldo;
+  for (size_t i0 = 0; i0 < nq; i0 += L.rows) {
+    const size_t rows = std::min(L.rows, nq - i0);
+    f32_block(q + i0 * ldq, ldq, rows, kp, hd, nk, qk);
+    for (size_t i = 0; i < rows; ++i) {
+      float* row = sc + i * L.ld;
+      size_t j = 0;
+      vf m0 = set1(-INFINITY), m1 = m0;
+      for (; j + 2 * W <= nk; j += 2 * W) {
+        m0 = max(m0, load(row + j));
+        m1 = max(m1, load(row + j + W));
+      }
+      float mx = hmax(max(m0, m1));
+      for (; j < nk; ++j) mx = std::max(mx, row[j]);
+      const vf vm = set1(mx);
+      vf s0 = zero();
+      for (j = 0; j + W <= nk; j += W) {
+        const vf e = simd::exp(sub(load(row + j), vm));
+        store(row + j, e);
+        s0 = add(s0, e);
+      }
+      float sum = hsum(s0);
+      for (; j < nk; ++j) {
+        row[j] = std::exp(row[j] - mx);
+        sum += row[j];
+      }
+      inv[i] = 1.0f / sum;
+    }
+    pv.out = o + i0 * ldo;
+    f32_block(sc, L.ld, rows, vp, nk, hd, pv);
+    for (size_t i = 0; i < rows; ++i) {
+      float* oi = o + (i0 + i) * ldo;
+      const vf vi = set1(inv[i]);
+      size_t dd = 0;
+      for (; dd + W <= hd; dd += W) store(oi + dd, mul(load(oi + dd), vi));
+      for (; dd < hd; ++dd) oi[dd] *= inv[i];
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ decode attention
 
 #if CHIMERA_LEVEL > 0
@@ -1318,7 +1476,7 @@ const KernelTable& CHIMERA_TABLE() {
   static const KernelTable table = {
       CHIMERA_NS::kIsa,          CHIMERA_NS::norm_rows, CHIMERA_NS::quantize_rows, CHIMERA_NS::min_max,
       CHIMERA_NS::dql_apply,     CHIMERA_NS::dot_s16,   CHIMERA_NS::gemm_s8,       CHIMERA_NS::gemm_f32,
-      CHIMERA_NS::gemm_f16,      CHIMERA_NS::attention,  CHIMERA_NS::log_softmax_rows,
+      CHIMERA_NS::gemm_f16,      CHIMERA_NS::attention,  CHIMERA_NS::attention_blocked, CHIMERA_NS::log_softmax_rows,
       CHIMERA_NS::decode_attention, CHIMERA_NS::topk_rows, CHIMERA_NS::peak_loop,
   };
   return table;

@@ -26,7 +26,7 @@ std::atomic<const KernelTable*> g_table{nullptr};
 }  // namespace
 
 const char* op_name(Op op) {
-  static const char* const names[] = {"layer_norm", "rms_norm", "quantize_rows", "dql", "matmul_integer", "gemm_s8", "gemm_f32", "sgemm", "gemm_f16", "attention", "log_softmax", "decode_attention", "topk"};
+  static const char* const names[] = {"layer_norm", "rms_norm", "quantize_rows", "dql", "matmul_integer", "gemm_s8", "gemm_f32", "sgemm", "gemm_f16", "attention", "log_softmax", "decode_attention", "topk", "attention_blocked"};
   return names[static_cast<int>(op)];
 }
 

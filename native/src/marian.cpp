@@ -123,7 +123,6 @@ static void embed_rows(const MarianModel& m, const int32_t* ids, const int32_t* 
 void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, const int32_t* lens, size_t batch,
                    size_t s, const int32_t* src_slots, float* enc_out, float* taps) {
   const size_t d = m.dims.d, heads = m.dims.heads, hd = d / heads, rows = batch * s;
-  const KernelTable& kt = kernels();
   float* x = enc_out ? enc_out : grow(t_s.x, rows * d);
   std::vector<int32_t> pos(rows);
   for (size_t r = 0; r < rows; ++r) pos[r] = static_cast<int32_t>(r % s);
@@ -135,18 +134,21 @@ void marian_encode(const MarianModel& m, MarianState& st, const int32_t* ids, co
   for (const auto& l : m.encoder) ffn = std::max(ffn, l.fc1.n);
   for (const auto& l : m.decoder) ffn = std::max(ffn, l.fc1.n);
   float* h = grow(t_s.h, rows * std::max(ffn, 2 * d));
+  EncoderAttention attn;  // every layer's q|k|v rows land in the same qkv buffer
+  attn.ld = 3 * d;
+  attn.len = lens;
+  attn.o = ctx;
+  attn.ldo = d;
+  attn.batch = batch;
+  attn.s = s;
+  attn.heads = heads;
+  attn.hd = hd;
   for (const EncoderLayer& l : m.encoder) {
     linear_any(l.qkv, x, rows, Activation::None, qkv);
-    parallel_for(batch * heads, 1, [&](size_t t0, size_t t1) {
-      thread_local std::vector<float> scores;  // per worker thread, grown once
-      if (scores.size() < s + kAttentionScoreSlack) scores.resize(s + kAttentionScoreSlack);
-      for (size_t t = t0; t < t1; ++t) {
-        const size_t b = t / heads, hh = t % heads;
-        const float* base = qkv + b * s * 3 * d;
-        kt.attention(base + hh * hd, 3 * d, base + d + hh * hd, 3 * d, base + 2 * d + hh * hd, 3 * d,
-                     ctx + b * s * d + hh * hd, d, s, static_cast<size_t>(lens[b]), hd, -1, scores.data());
-      }
-    });
+    attn.q = qkv;
+    attn.k = qkv + d;
+    attn.v = qkv + 2 * d;
+    encoder_attention(attn);
     linear_any(l.out, ctx, rows, Activation::None, tmp);
     const bool pq = add_norm(l.ln_attn, x, tmp, rows, d, taps, &l.fc1);
     linear_next(pq, l.fc1, x, rows, m.dims.act, h);

@@ -137,6 +137,29 @@ void decode_attention(const DecodeAttention& a, size_t rows) {
   });
 }
 
+void encoder_attention(const EncoderAttention& a) {
+  const KernelTable& t = kernels();
+  // One task per (source, head): 8 heads give every thread of a small pool whole tasks even at batch 1.
+  parallel_for(a.batch * a.heads, 1, [&](size_t t0, size_t t1) {
+    thread_local std::vector<float> scores, blocked;  // per thread, grown once
+    for (size_t task = t0; task < t1; ++task) {
+      const size_t b = task / a.heads, h = task % a.heads, nk = static_cast<size_t>(a.len[b]);
+      const size_t row0 = b * a.s, col = h * a.hd;
+      const float* q = a.q + row0 * a.ld + col;
+      const float* k = a.k + row0 * a.ld + col;
+      const float* v = a.v + row0 * a.ld + col;
+      float* o = a.o + row0 * a.ldo + col;
+      const bool blocked_path = a.path == AttentionPath::Blocked || (a.path == AttentionPath::Auto && nk >= kBlockedAttentionMinKeys);
+      if (blocked_path) {
+        t.attention_blocked(q, a.ld, k, a.ld, v, a.ld, o, a.ldo, a.s, nk, a.hd,
+                            scratch(blocked, BlockedAttentionLayout(nk, a.hd).total));
+      } else {
+        t.attention(q, a.ld, k, a.ld, v, a.ld, o, a.ldo, a.s, nk, a.hd, -1, scratch(scores, nk + kAttentionScoreSlack));
+      }
+    }
+  });
+}
+
 double peak_probe(int kind, double ms) {
   const KernelTable* t = nullptr;
 #if !defined(CHIMERA_SCALAR_ONLY)

@@ -10,6 +10,31 @@ namespace chimera {
 // run up to this many floats past nk; a caller sizes `scores` as nk + kAttentionScoreSlack.
 constexpr size_t kAttentionScoreSlack = 128;
 
+// Blocked attention (kernels.inl attention_blocked): the scratch layout, the same for every ISA. K^T and V are
+// packed into the fp32 GEMM's panel layout (64-column groups, see PackedF32), and one block of query rows keeps
+// its scores there. A block's scores take at most kBlockedAttentionScoreFloats (64 KiB): with packed K and V
+// (2 * nk * hd floats, 256 KiB at nk 512, hd 64) that stays inside a 1 MiB L2 (softmax and P V re-read the
+// scores right after Q K^T wrote them).
+constexpr size_t kBlockedAttentionScoreFloats = 16384;
+constexpr size_t kBlockedAttentionMinRows = 16;  // a block never shrinks below this many query rows
+constexpr size_t kBlockedAttentionAlign = 16;    // floats: the packed panels are loaded with aligned 64-byte loads
+struct BlockedAttentionLayout {
+  size_t ld;           // floats from one score row to the next (nk rounded up to 16)
+  size_t rows;         // query rows per block
+  size_t k_floats;     // packed K^T: [ceil(nk / 64)][hd][64]
+  size_t v_floats;     // packed V: [ceil(hd / 64)][nk][64]
+  size_t score_floats; // [rows][ld]
+  size_t total;        // scratch floats the caller provides, alignment slack included
+  BlockedAttentionLayout(size_t nk, size_t hd)
+      : ld((nk + 15) / 16 * 16),
+        rows(kBlockedAttentionScoreFloats / ld > kBlockedAttentionMinRows ? kBlockedAttentionScoreFloats / ld
+                                                                            : kBlockedAttentionMinRows),
+        k_floats((nk + 63) / 64 * 64 * hd),
+        v_floats((hd + 63) / 64 * 64 * nk),
+        score_floats(rows * ld),
+        total(k_floats + v_floats + score_floats + rows + kBlockedAttentionAlign) {}
+};
+
 struct S8Epilogue {
   const float* a_scales;  // [rows]
   const int32_t* a_sums;  // [rows] sum of each quantised row (for the u8 = s8 + 128 correction)
@@ -51,6 +76,10 @@ struct KernelTable {
   // one head of softmax(q k^T) v; `scores` holds nk + kAttentionScoreSlack floats of scratch (see kernels.inl)
   void (*attention)(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv, float* o,
                     size_t ldo, size_t nq, size_t nk, size_t hd, long causal, float* scores);
+  // the same without a causal mask, as two GEMMs over query blocks; `scratch` holds
+  // BlockedAttentionLayout(nk, hd).total floats
+  void (*attention_blocked)(const float* q, size_t ldq, const float* k, size_t ldk, const float* v, size_t ldv,
+                            float* o, size_t ldo, size_t nq, size_t nk, size_t hd, float* scratch);
   void (*log_softmax_rows)(float* x, size_t cols, size_t r0, size_t r1);
   // tasks [t0, t1) (row * heads + head) of a decoder step's attention; `scores` holds max len + W floats
   void (*decode_attention)(const DecodeAttention& a, size_t t0, size_t t1, float* scores);
