@@ -17,9 +17,10 @@
  * Beside them the onnxruntime int8 graphs of `export-onnx --int8` (per-channel and per-tensor weight scales), and
  * each ratio is ours / the faster of the two.
  *
- * Timing: every contender runs once per round in an order rotated each round, after warm-up; figures are medians
- * over the rounds, with the best round beside them (`best vs ORT`: against the best round of the faster ORT
- * variant). The machine is shared: read the ratios of one run, not absolute figures across runs.
+ * Timing (bench/stats.ts, as bench:e2e and bench:ttft): every contender runs once per round in an order rotated
+ * each round, after warm-up; figures are medians over the rounds, with the best round beside them (`best vs ORT`:
+ * against the best round of the faster ORT variant). The machine is shared: read the ratios of one run, not
+ * absolute figures across runs.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -31,6 +32,7 @@ import { makeModel } from '../src/model/make-model';
 import { buildShortlistFromModel, selectShortlist, writeShortlistBytes, type Cooccurrence } from '../src/model/shortlist';
 import { exportMarianOnnx } from '../src/onnx/export-marian';
 import { OrtMarian } from './ort-marian';
+import { interleave as interleaveSamples, summarize, type Contender } from './stats';
 
 const ROOT = path.resolve(__dirname, '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -66,29 +68,27 @@ function table(head: string[], rows: (string | number)[][]): string {
   return cells.map((r, j) => r.map((c, i) => c.padEnd(w[i])).join('  ') + (j === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('  ')}` : '')).join('\n');
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
 /** One generation's figures, for the source of round r. */
 type Run = (r: number) => Promise<{ ttftMs: number; decodeMsPerToken: number }>;
 
-/** Interleaved rounds, order rotated each round; medians of TTFT and of decode ms/token per contender. */
+/**
+ * Interleaved rounds on the shared timing library (bench/stats.ts: tinybench, one fixed iteration per task per round,
+ * order rotated each round, WARM warm-up generations first); medians (p50) of TTFT and of decode ms/token per contender,
+ * with the best round beside them. Each contender counts its own calls, so round r gives every contender source r.
+ */
 async function interleave(contenders: [string, Run][]): Promise<Map<string, { ttft: number; tokS: number; ttftBest: number; tokSBest: number }>> {
-  const samples = new Map(contenders.map(([n]) => [n, { ttft: [] as number[], dec: [] as number[] }]));
-  for (let r = -WARM; r < ROUNDS; r++) {
-    const off = ((r % contenders.length) + contenders.length) % contenders.length;
-    for (let i = 0; i < contenders.length; i++) {
-      const [name, run] = contenders[(i + off) % contenders.length];
-      const x = await run(r + WARM);
-      if (r >= 0) {
-        samples.get(name)!.ttft.push(x.ttftMs);
-        samples.get(name)!.dec.push(x.decodeMsPerToken);
-      }
-    }
-  }
-  return new Map([...samples].map(([n, s]) => [n, { ttft: median(s.ttft), tokS: 1000 / median(s.dec), ttftBest: Math.min(...s.ttft), tokSBest: 1000 / Math.min(...s.dec) }]));
+  const tasks: Contender[] = contenders.map(([name, run]) => {
+    let call = 0;
+    return { name, async: true, reports: true, fn: async () => {
+      const x = await run(call++);
+      return { ttft: x.ttftMs, decode: x.decodeMsPerToken };
+    } };
+  });
+  const samples = await interleaveSamples(tasks, { rounds: ROUNDS, iterations: 1, timeMs: 0, warmup: WARM, primary: 'ttft' });
+  return new Map([...samples].map(([n, f]) => {
+    const ttft = summarize(f.get('ttft') ?? []), dec = summarize(f.get('decode') ?? []);
+    return [n, { ttft: ttft.p50, tokS: 1000 / dec.p50, ttftBest: Math.min(...(f.get('ttft') ?? [])), tokSBest: 1000 / Math.min(...(f.get('decode') ?? [])) }];
+  }));
 }
 
 function ours(m: MarianModel, srcs: number[][]): Run {
