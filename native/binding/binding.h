@@ -323,6 +323,28 @@ inline thread_local QScratch t_scratch;
 // stops a hostile or mistaken size before it reaches the allocator.
 constexpr double kMaxNativeBytes = 64.0 * (1ull << 30);
 
+// Argument readers shared by the CPU entry points (kernels_api.cpp) and their `device: 'cuda'` twins
+// (cuda_api.cpp), so both check the same arguments the same way. Defined in kernels_api.cpp.
+// norm(kind, x, residual, bias, gamma, beta, cols, eps, out, sumOut, qData, qScales, qSums, qStride)
+NormArgs norm_args(const Napi::CallbackInfo& info);
+// quantizeRows(x, rows, cols, data, scales, sums, stride)
+struct QuantizeArgs {
+  const float* x;
+  size_t rows, cols, stride;
+  int8_t* q;
+  float* scales;
+  int32_t* sums;
+};
+QuantizeArgs quantize_args(const Napi::CallbackInfo& info);
+// decodeAttention(q, kv, rowOffsets, ldkv, vOff, lens, heads, hd, out): every row's key and value reads checked
+// against kv's length; `bases` receives each row's first key row (the DecodeAttention points into it), kv/kv_len
+// the whole buffer.
+DecodeAttention decode_attention_args(const Napi::CallbackInfo& info, std::vector<const float*>& bases,
+                                      const float** kv, size_t* kv_len);
+// A packed weight handle (packInt8Weights / packFp32Weights / packFp16Weights) as a LinearW without bias, or
+// false when v is not one.
+bool packed_linear(napi_env env, const Napi::Value& v, LinearW* out);
+
 // The parts of the binding, each registering its functions on the module's exports.
 void register_kernels(Napi::Env env, Napi::Object exports);
 void register_model_io(Napi::Env env, Napi::Object exports);

@@ -61,31 +61,8 @@ Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::Ne
 
 // norm(kind, x, residual, bias, gamma, beta, cols, eps, out, sumOut, qData, qScales, qSums, qStride)
 Napi::Value Norm(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  NormArgs a;
-  a.rms = num(info, 0) == 1;
-  const size_t cols = dim(info, 6, "cols");
-  size_t len = 0;
-  a.x = arr<float>(info, 1, "x", 0, false, false, &len);
-  if (len == 0 || len % cols) throw_code(env, "E_SHAPE", "x length is not a positive multiple of cols");
-  a.rows = len / cols;
-  a.cols = cols;
-  a.residual = arr<float>(info, 2, "residual", len, true);
-  a.bias = arr<float>(info, 3, "bias", cols, true);
-  a.gamma = arr<float>(info, 4, "gamma", cols);
-  a.beta = arr<float>(info, 5, "beta", cols, true);
-  a.eps = static_cast<float>(num(info, 7));
-  a.out = arr<float>(info, 8, "out", len);
-  a.sum_out = arr<float>(info, 9, "sumOut", len, true);
-  if (!(info[10].IsNull() || info[10].IsUndefined())) {
-    a.q_stride = dim(info, 13, "qStride");
-    if (a.q_stride < cols || a.q_stride % 4) throw_code(env, "E_SHAPE", "qStride must be cols rounded up to 4");
-    a.q = arr<int8_t>(info, 10, "quantizeTo.data", checked_mul(env, a.rows, a.q_stride));
-    a.q_scales = arr<float>(info, 11, "quantizeTo.scales", a.rows);
-    a.q_sums = arr<int32_t>(info, 12, "quantizeTo.sums", a.rows);
-  }
-  if (!norm(a)) throw_code(env, "E_RANGE", "the normalised output holds NaN or Inf, so it cannot be quantised to int8");
-  return env.Undefined();
+  if (!norm(norm_args(info))) throw_code(info.Env(), "E_RANGE", "the normalised output holds NaN or Inf, so it cannot be quantised to int8");
+  return info.Env().Undefined();
 }
 
 Napi::Value DynamicQuantizeLinear(const Napi::CallbackInfo& info) {
@@ -105,15 +82,9 @@ Napi::Value DynamicQuantizeLinear(const Napi::CallbackInfo& info) {
 
 // quantizeRows(x, rows, cols, data, scales, sums, stride)
 Napi::Value QuantizeRows(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const size_t rows = dim(info, 1, "rows"), cols = dim(info, 2, "cols"), stride = dim(info, 6, "stride");
-  if (stride < cols || stride % 4) throw_code(env, "E_SHAPE", "stride must be cols rounded up to 4");
-  const float* x = arr<float>(info, 0, "x", checked_mul(env, rows, cols));
-  int8_t* q = arr<int8_t>(info, 3, "data", checked_mul(env, rows, stride));
-  float* scales = arr<float>(info, 4, "scales", rows);
-  int32_t* sums = arr<int32_t>(info, 5, "sums", rows);
-  if (!quantize_rows(x, rows, cols, q, stride, scales, sums)) throw_code(env, "E_RANGE", "x holds NaN or Inf");
-  return env.Undefined();
+  const QuantizeArgs a = quantize_args(info);
+  if (!quantize_rows(a.x, a.rows, a.cols, a.q, a.stride, a.scales, a.sums)) throw_code(info.Env(), "E_RANGE", "x holds NaN or Inf");
+  return info.Env().Undefined();
 }
 
 // matmulInteger(a, aSigned, m, k, b, bSigned, n, aZp, bZp, out, async)
@@ -341,41 +312,12 @@ Napi::Value TopkRowsRagged(const Napi::CallbackInfo& info) {
 
 // decodeAttention(q [rows, heads*hd], kv, rowOffsets Int32Array [rows], ldkv, vOff, lens Int32Array [rows], heads, hd, out [rows, heads*hd])
 Napi::Value DecodeAttentionFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  size_t kv_len = 0, rows = 0;
-  const int32_t* offs = arr<int32_t>(info, 2, "rowOffsets", 0, false, false, &rows);
-  if (rows == 0) throw_code(env, "E_SHAPE", "no rows");
-  const size_t ldkv = dim(info, 3, "ldkv"), heads = dim(info, 6, "heads"), hd = dim(info, 7, "hd");
-  if (!info[4].IsNumber() || info[4].As<Napi::Number>().DoubleValue() < 0) throw_code(env, "E_ARG", "vOff must be a number >= 0");
-  const size_t v_off = static_cast<size_t>(info[4].As<Napi::Number>().DoubleValue());
-  const size_t width = checked_mul(env, heads, hd);
-  const float* q = arr<float>(info, 0, "q", checked_mul(env, rows, width));
-  const float* kv = arr<float>(info, 1, "kv", 0, false, false, &kv_len);
-  const int32_t* lens = arr<int32_t>(info, 5, "lens", rows);
-  float* out = arr<float>(info, 8, "out", rows * width);
-  std::vector<const float*> bases(rows);
-  for (size_t r = 0; r < rows; ++r) {
-    if (offs[r] < 0 || lens[r] < 1) throw_code(env, "E_RANGE", "row offsets must be >= 0 and lengths >= 1");
-    const double last = static_cast<double>(offs[r]) + static_cast<double>(lens[r] - 1) * static_cast<double>(ldkv) +
-                        static_cast<double>(v_off) + static_cast<double>(width);
-    const double last_k = static_cast<double>(offs[r]) + static_cast<double>(lens[r] - 1) * static_cast<double>(ldkv) + static_cast<double>(width);
-    if (last > static_cast<double>(kv_len) || last_k > static_cast<double>(kv_len))
-      throw_code(env, "E_RANGE", "row " + std::to_string(r) + " reads past the end of kv");
-    bases[r] = kv + offs[r];
-  }
-  DecodeAttention a;
-  a.q = q;
-  a.ldq = width;
-  a.kv = bases.data();
-  a.ldkv = ldkv;
-  a.v_off = v_off;
-  a.len = lens;
-  a.o = out;
-  a.ldo = width;
-  a.heads = heads;
-  a.hd = hd;
-  decode_attention(a, rows);
-  return env.Undefined();
+  std::vector<const float*> bases;
+  const float* kv = nullptr;
+  size_t kv_len = 0;
+  const DecodeAttention a = decode_attention_args(info, bases, &kv, &kv_len);
+  decode_attention(a, bases.size());
+  return info.Env().Undefined();
 }
 
 // encoderAttention(qkv [batch*s, ld], ld, lens Int32Array [batch], s, heads, hd, out [batch*s, heads*hd], path
@@ -453,6 +395,107 @@ Napi::Value SetThreadNice(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+NormArgs norm_args(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  NormArgs a;
+  a.rms = num(info, 0) == 1;
+  const size_t cols = dim(info, 6, "cols");
+  size_t len = 0;
+  a.x = arr<float>(info, 1, "x", 0, false, false, &len);
+  if (len == 0 || len % cols) throw_code(env, "E_SHAPE", "x length is not a positive multiple of cols");
+  a.rows = len / cols;
+  a.cols = cols;
+  a.residual = arr<float>(info, 2, "residual", len, true);
+  a.bias = arr<float>(info, 3, "bias", cols, true);
+  a.gamma = arr<float>(info, 4, "gamma", cols);
+  a.beta = arr<float>(info, 5, "beta", cols, true);
+  a.eps = static_cast<float>(num(info, 7));
+  a.out = arr<float>(info, 8, "out", len);
+  a.sum_out = arr<float>(info, 9, "sumOut", len, true);
+  if (!(info[10].IsNull() || info[10].IsUndefined())) {
+    a.q_stride = dim(info, 13, "qStride");
+    if (a.q_stride < cols || a.q_stride % 4) throw_code(env, "E_SHAPE", "qStride must be cols rounded up to 4");
+    a.q = arr<int8_t>(info, 10, "quantizeTo.data", checked_mul(env, a.rows, a.q_stride));
+    a.q_scales = arr<float>(info, 11, "quantizeTo.scales", a.rows);
+    a.q_sums = arr<int32_t>(info, 12, "quantizeTo.sums", a.rows);
+  }
+  return a;
+}
+
+QuantizeArgs quantize_args(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  QuantizeArgs a;
+  a.rows = dim(info, 1, "rows");
+  a.cols = dim(info, 2, "cols");
+  a.stride = dim(info, 6, "stride");
+  if (a.stride < a.cols || a.stride % 4) throw_code(env, "E_SHAPE", "stride must be cols rounded up to 4");
+  a.x = arr<float>(info, 0, "x", checked_mul(env, a.rows, a.cols));
+  a.q = arr<int8_t>(info, 3, "data", checked_mul(env, a.rows, a.stride));
+  a.scales = arr<float>(info, 4, "scales", a.rows);
+  a.sums = arr<int32_t>(info, 5, "sums", a.rows);
+  return a;
+}
+
+DecodeAttention decode_attention_args(const Napi::CallbackInfo& info, std::vector<const float*>& bases,
+                                      const float** kv_out, size_t* kv_len_out) {
+  Napi::Env env = info.Env();
+  size_t kv_len = 0, rows = 0;
+  const int32_t* offs = arr<int32_t>(info, 2, "rowOffsets", 0, false, false, &rows);
+  if (rows == 0) throw_code(env, "E_SHAPE", "no rows");
+  const size_t ldkv = dim(info, 3, "ldkv"), heads = dim(info, 6, "heads"), hd = dim(info, 7, "hd");
+  if (!info[4].IsNumber() || info[4].As<Napi::Number>().DoubleValue() < 0) throw_code(env, "E_ARG", "vOff must be a number >= 0");
+  const size_t v_off = static_cast<size_t>(info[4].As<Napi::Number>().DoubleValue());
+  const size_t width = checked_mul(env, heads, hd);
+  const float* q = arr<float>(info, 0, "q", checked_mul(env, rows, width));
+  const float* kv = arr<float>(info, 1, "kv", 0, false, false, &kv_len);
+  const int32_t* lens = arr<int32_t>(info, 5, "lens", rows);
+  float* out = arr<float>(info, 8, "out", rows * width);
+  bases.resize(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    if (offs[r] < 0 || lens[r] < 1) throw_code(env, "E_RANGE", "row offsets must be >= 0 and lengths >= 1");
+    const double last = static_cast<double>(offs[r]) + static_cast<double>(lens[r] - 1) * static_cast<double>(ldkv) +
+                        static_cast<double>(v_off) + static_cast<double>(width);
+    const double last_k = static_cast<double>(offs[r]) + static_cast<double>(lens[r] - 1) * static_cast<double>(ldkv) + static_cast<double>(width);
+    if (last > static_cast<double>(kv_len) || last_k > static_cast<double>(kv_len))
+      throw_code(env, "E_RANGE", "row " + std::to_string(r) + " reads past the end of kv");
+    bases[r] = kv + offs[r];
+  }
+  DecodeAttention a;
+  a.q = q;
+  a.ldq = width;
+  a.kv = bases.data();
+  a.ldkv = ldkv;
+  a.v_off = v_off;
+  a.len = lens;
+  a.o = out;
+  a.ldo = width;
+  a.heads = heads;
+  a.hd = hd;
+  *kv_out = kv;
+  *kv_len_out = kv_len;
+  return a;
+}
+
+bool packed_linear(napi_env env, const Napi::Value& v, LinearW* out) {
+  bool ok = false;
+  LinearW w;
+  if (v.IsExternal()) {
+    napi_check_object_type_tag(env, v, &kS8Tag, &ok);
+    if (ok) {
+      w.s8 = v.As<Napi::External<PackedS8>>().Data();
+    } else {
+      napi_check_object_type_tag(env, v, &kF32Tag, &ok);
+      if (ok) w.f32 = v.As<Napi::External<PackedF32>>().Data();
+    }
+  }
+  if (!ok) return false;
+  w.n = w.s8 ? w.s8->n : w.f32->n;
+  w.k = w.s8 ? w.s8->k : w.f32->k;
+  *out = w;
+  return true;
+}
+
 
 void register_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New(env, guarded<CpuInfo>));

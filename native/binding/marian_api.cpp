@@ -96,19 +96,9 @@ size_t num_field(Napi::Env env, const Napi::Object& o, const char* key, double c
 
 LinearW linear_field(Napi::Env env, const Napi::Object& parent, const char* key, size_t n, size_t k) {
   Napi::Object o = obj(env, parent, key);
-  Napi::Value w = o.Get("w");
   LinearW l;
-  bool ok = false;
-  if (w.IsExternal()) {
-    napi_check_object_type_tag(env, w, &kS8Tag, &ok);
-    if (ok) l.s8 = w.As<Napi::External<PackedS8>>().Data();
-    else {
-      napi_check_object_type_tag(env, w, &kF32Tag, &ok);
-      if (ok) l.f32 = w.As<Napi::External<PackedF32>>().Data();
-    }
-  }
-  if (!ok) throw_code(env, "E_ARG", std::string(key) + ".w must be a packed weight handle");
-  const size_t pn = l.s8 ? l.s8->n : l.f32->n, pk = l.s8 ? l.s8->k : l.f32->k;
+  if (!packed_linear(env, o.Get("w"), &l)) throw_code(env, "E_ARG", std::string(key) + ".w must be a packed weight handle");
+  const size_t pn = l.n, pk = l.k;
   if (pn != n || pk != k)
     throw_code(env, "E_SHAPE", std::string(key) + " is " + std::to_string(pn) + "x" + std::to_string(pk) + ", expected " +
                                    std::to_string(n) + "x" + std::to_string(k));
