@@ -276,7 +276,9 @@ PackedS8* pack_s8(const float* w, size_t n, size_t k) {
   return p;
 }
 
-PackedS8* gather_s8(const PackedS8& w, const int32_t* cols, size_t n) {
+namespace {
+// An empty packed weight of n channels with w's k (and tier): what the gathers below fill.
+PackedS8* new_s8_like(const PackedS8& w, size_t n) {
   auto* p = new PackedS8();
   p->n = n;
   p->k = w.k;
@@ -285,6 +287,25 @@ PackedS8* gather_s8(const PackedS8& w, const int32_t* cols, size_t n) {
   p->bytes = packed_s8_bytes(n, w.k);
   p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
   p->scales = new float[n];
+  return p;
+}
+PackedF32* new_f32_like(const PackedF32& w, size_t n) {
+  const size_t elem = w.half ? sizeof(uint16_t) : sizeof(float);
+  auto* p = new PackedF32();
+  p->n = n;
+  p->k = w.k;
+  p->panels = packed_f32_panels(n);
+  p->bytes = packed_f32_bytes(n, w.k, elem);
+  void* dst = aligned_alloc64(p->bytes);
+  std::memset(dst, 0, p->bytes);
+  if (w.half) p->half = static_cast<uint16_t*>(dst);
+  else p->data = static_cast<float*>(dst);
+  return p;
+}
+}  // namespace
+
+PackedS8* gather_s8(const PackedS8& w, const int32_t* cols, size_t n) {
+  auto* p = new_s8_like(w, n);
   std::memset(p->data, 128, p->bytes);  // padding channels stay zero
   for (size_t c = 0; c < n; ++c) {
     const size_t src = static_cast<size_t>(cols[c]);
@@ -297,14 +318,7 @@ PackedS8* gather_s8(const PackedS8& w, const int32_t* cols, size_t n) {
 }
 
 PackedS8* gather_s8_rows(const PackedS8& w, const uint8_t* rows, const int32_t* cols, size_t n) {
-  auto* p = new PackedS8();
-  p->n = n;
-  p->k = w.k;
-  p->kp = w.kp;
-  p->groups = packed_groups(n);
-  p->bytes = packed_s8_bytes(n, w.k);
-  p->data = static_cast<uint8_t*>(aligned_alloc64(p->bytes));
-  p->scales = new float[n];
+  auto* p = new_s8_like(w, n);
   std::memset(p->data, 128, p->bytes);
   for (size_t c = 0; c < n; ++c) p->scales[c] = w.scales[cols[c]];
   // destination group by group and k step by k step: sequential writes (see gather_f32_rows)
@@ -387,16 +401,7 @@ PackedF32* pack_f16(const float* w, size_t n, size_t k) {
 }
 
 PackedF32* gather_f32(const PackedF32& w, const int32_t* cols, size_t n) {
-  const size_t elem = w.half ? sizeof(uint16_t) : sizeof(float);
-  auto* p = new PackedF32();
-  p->n = n;
-  p->k = w.k;
-  p->panels = packed_f32_panels(n);
-  p->bytes = packed_f32_bytes(n, w.k, elem);
-  void* dst = aligned_alloc64(p->bytes);
-  std::memset(dst, 0, p->bytes);
-  if (w.half) p->half = static_cast<uint16_t*>(dst);
-  else p->data = static_cast<float*>(dst);
+  auto* p = new_f32_like(w, n);
   // column c of a packed weight: group c / kGroupCols, lane c % kGroupCols of each k row (kGroupCols apart)
   auto at = [&](size_t col, size_t j) { return (col / kGroupCols) * w.k * kGroupCols + j * kGroupCols + col % kGroupCols; };
   for (size_t c = 0; c < n; ++c) {
@@ -410,16 +415,7 @@ PackedF32* gather_f32(const PackedF32& w, const int32_t* cols, size_t n) {
 }
 
 PackedF32* gather_f32_rows(const PackedF32& w, const void* rows, const int32_t* cols, size_t n) {
-  const size_t elem = w.half ? sizeof(uint16_t) : sizeof(float);
-  auto* p = new PackedF32();
-  p->n = n;
-  p->k = w.k;
-  p->panels = packed_f32_panels(n);
-  p->bytes = packed_f32_bytes(n, w.k, elem);
-  void* dst = aligned_alloc64(p->bytes);
-  std::memset(dst, 0, p->bytes);
-  if (w.half) p->half = static_cast<uint16_t*>(dst);
-  else p->data = static_cast<float*>(dst);
+  auto* p = new_f32_like(w, n);
   // destination group by group and k row by k row, so the writes are sequential; a group's 64 source rows stay in
   // cache while their k values are read one after the other
   auto copy = [&](auto* out, const auto* in) {
