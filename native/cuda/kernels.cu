@@ -288,124 +288,6 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) {
   return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
 }
 
-// The fast norm: a warp per row held in registers (V float4 per lane, cols % 4 == 0, cols <= 128 V), so x and
-// the residual are read once and out written once; float4 loads; the fused quantisation reads the registers.
-template <int V>
-__global__ void __launch_bounds__(kRowWarps * kWarp) norm_vec_kernel(NormArgs a, int* q_bad) {
-  const int lane = threadIdx.x % kWarp;
-  const size_t r = static_cast<size_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
-  if (r >= a.rows) return;  // warp-uniform
-  const size_t n = a.cols, nv = n / 4;
-  const float* x = a.x + r * n;
-  const float* res = a.residual ? a.residual + r * n : nullptr;
-  float* out = a.out + r * n;
-  float4 v[V];
-  float sum = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const size_t c = lane + static_cast<size_t>(i) * kWarp;
-    v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (c < nv) {
-      float4 t = ld4(x + 4 * c);
-      if (res) t = add4(t, ld4(res + 4 * c));
-      if (a.bias) t = add4(t, ld4(a.bias + 4 * c));
-      if (a.sum_out) st4(a.sum_out + r * n + 4 * c, t);
-      v[i] = t;
-      sum = __fadd_rn(sum, __fadd_rn(__fadd_rn(t.x, t.y), __fadd_rn(t.z, t.w)));
-    }
-  }
-  const float mean = a.rms ? 0.0f : __fdiv_rn(warp_sum(sum), static_cast<float>(n));
-  float var = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const size_t c = lane + static_cast<size_t>(i) * kWarp;
-    if (c < nv) {
-      const float d0 = __fsub_rn(v[i].x, mean), d1 = __fsub_rn(v[i].y, mean);
-      const float d2 = __fsub_rn(v[i].z, mean), d3 = __fsub_rn(v[i].w, mean);
-      var = __fmaf_rn(d0, d0, var);
-      var = __fmaf_rn(d1, d1, var);
-      var = __fmaf_rn(d2, d2, var);
-      var = __fmaf_rn(d3, d3, var);
-    }
-  }
-  var = __fdiv_rn(warp_sum(var), static_cast<float>(n));
-  if (!isfinite(mean) || !isfinite(var)) {
-    // rare: spill the sums to out and take the fp64 path over them
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const size_t c = lane + static_cast<size_t>(i) * kWarp;
-      if (c < nv) st4(out + 4 * c, v[i]);
-    }
-    __syncwarp();
-    norm_row_f64_warp(a, out, out, lane);
-    __syncwarp();
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const size_t c = lane + static_cast<size_t>(i) * kWarp;
-      if (c < nv) v[i] = ld4(out + 4 * c);
-    }
-  } else {
-    const float rstd = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, a.eps)));
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const size_t c = lane + static_cast<size_t>(i) * kWarp;
-      if (c < nv) {
-        const float4 g = ld4(a.gamma + 4 * c);
-        const float4 b = a.beta ? ld4(a.beta + 4 * c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        float4 o;
-        o.x = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].x, mean), rstd), g.x, b.x);
-        o.y = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].y, mean), rstd), g.y, b.y);
-        o.z = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].z, mean), rstd), g.z, b.z);
-        o.w = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].w, mean), rstd), g.w, b.w);
-        st4(out + 4 * c, o);
-        v[i] = o;
-      }
-    }
-  }
-  if (!a.q) return;
-  // Fused per-row quantisation of the output, from the registers (quantize_row_warp's arithmetic).
-  float amax = 0.0f;
-  int bad = 0;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const size_t c = lane + static_cast<size_t>(i) * kWarp;
-    if (c < nv) {
-      bad |= !isfinite(v[i].x) | !isfinite(v[i].y) | !isfinite(v[i].z) | !isfinite(v[i].w);
-      amax = fmaxf(fmaxf(amax, fmaxf(fabsf(v[i].x), fabsf(v[i].y))), fmaxf(fabsf(v[i].z), fabsf(v[i].w)));
-    }
-  }
-  bad = __any_sync(kFull, bad);
-  amax = warp_max(amax);
-  if (bad) {
-    if (q_bad && lane == 0) *q_bad = 1;
-    return;
-  }
-  int8_t* q = a.q + r * a.q_stride;
-  for (size_t i = n + lane; i < a.q_stride; i += kWarp) q[i] = 0;
-  const float scale = amax == 0.0f ? 0.0f : __fdiv_rn(amax, 127.0f);
-  int sum_q = 0;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const size_t c = lane + static_cast<size_t>(i) * kWarp;
-    if (c < nv) {
-      char4 t = make_char4(0, 0, 0, 0);
-      if (amax != 0.0f) {
-        const int q0 = quant1(v[i].x, scale), q1 = quant1(v[i].y, scale);
-        const int q2 = quant1(v[i].z, scale), q3 = quant1(v[i].w, scale);
-        t = make_char4(static_cast<signed char>(q0), static_cast<signed char>(q1), static_cast<signed char>(q2),
-                       static_cast<signed char>(q3));
-        sum_q += q0 + q1 + q2 + q3;
-      }
-      *reinterpret_cast<char4*>(q + 4 * c) = t;
-    }
-  }
-  sum_q = warp_sum_i(sum_q);
-  if (lane == 0) {
-    a.q_scales[r] = scale;
-    a.q_sums[r] = sum_q;
-  }
-}
-
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Block-wide sums over W warps (deterministic order: each warp's shuffle sum, then the warps in turn). `sh` holds
@@ -433,16 +315,38 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
   return t;
 }
 
-// The fast norm for wide rows (more than a warp's registers hold): a block of W warps per row, V float4 per
-// thread in registers (cols % 4 == 0, cols <= 128 V W), so x and the residual are still read once and out written
-// once; the same arithmetic as norm_vec_kernel with block-wide reductions.
-template <int V, int W>
-__global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, int* q_bad) {
-  __shared__ float shf[W];
-  __shared__ int shi[W];
-  constexpr int kT = W * kWarp;
-  const int tid = threadIdx.x;
-  const size_t r = blockIdx.x;
+// The thread group that normalises one row in registers: one warp (norm_vec_kernel) or a block of W warps
+// (norm_rowblock_kernel). t is the thread's index in the group; the reductions are the group's own.
+struct WarpGroup {
+  static constexpr int kSize = kWarp;
+  int t;
+  __device__ __forceinline__ float sum(float v) const { return warp_sum(v); }
+  __device__ __forceinline__ int sum(int v) const { return warp_sum_i(v); }
+  __device__ __forceinline__ float max(float v) const { return warp_max(v); }
+  __device__ __forceinline__ int any(int v) const { return __any_sync(kFull, v); }
+  __device__ __forceinline__ void sync() const { __syncwarp(); }
+};
+template <int W>
+struct BlockGroup {
+  static constexpr int kSize = W * kWarp;
+  int t;
+  float* shf;  // W floats of shared memory
+  int* shi;    // W ints
+  __device__ __forceinline__ float sum(float v) const { return block_sum<W>(v, shf); }
+  __device__ __forceinline__ int sum(int v) const { return block_sum<W>(v, shi); }
+  __device__ __forceinline__ float max(float v) const { return block_max<W>(v, shf); }
+  __device__ __forceinline__ int any(int v) const { return __syncthreads_or(v); }
+  __device__ __forceinline__ void sync() const { __syncthreads(); }
+};
+
+// Row r of the fast norm, by group g: V float4 per thread held in registers (cols % 4 == 0, cols <= 4 V kSize), so
+// x and the residual are read once and out written once; float4 loads; the fused quantisation reads the registers
+// (quantize_row_warp's arithmetic). Every branch below is group-uniform (mean, var, bad and a.q are the same for
+// the whole group).
+template <int V, typename G>
+__device__ __forceinline__ void norm_row_regs(const NormArgs& a, int* q_bad, size_t r, const G& g) {
+  constexpr int kT = G::kSize;
+  const int tid = g.t;
   const size_t n = a.cols, nv = n / 4;
   const float* x = a.x + r * n;
   const float* res = a.residual ? a.residual + r * n : nullptr;
@@ -462,7 +366,7 @@ __global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, in
       sum = __fadd_rn(sum, __fadd_rn(__fadd_rn(t.x, t.y), __fadd_rn(t.z, t.w)));
     }
   }
-  const float mean = a.rms ? 0.0f : __fdiv_rn(block_sum<W>(sum, shf), static_cast<float>(n));
+  const float mean = a.rms ? 0.0f : __fdiv_rn(g.sum(sum), static_cast<float>(n));
   float var = 0.0f;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
@@ -476,17 +380,17 @@ __global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, in
       var = __fmaf_rn(d3, d3, var);
     }
   }
-  var = __fdiv_rn(block_sum<W>(var, shf), static_cast<float>(n));
-  if (!isfinite(mean) || !isfinite(var)) {  // block-uniform: every thread holds the same mean and var
-    // rare: spill the sums to out, the first warp takes the fp64 path over them, everyone reloads
+  var = __fdiv_rn(g.sum(var), static_cast<float>(n));
+  if (!isfinite(mean) || !isfinite(var)) {
+    // rare: spill the sums to out, the group's first warp takes the fp64 path over them, everyone reloads
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       const size_t c = tid + static_cast<size_t>(i) * kT;
       if (c < nv) st4(out + 4 * c, v[i]);
     }
-    __syncthreads();
+    g.sync();
     if (tid < kWarp) norm_row_f64_warp(a, out, out, tid);
-    __syncthreads();
+    g.sync();
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       const size_t c = tid + static_cast<size_t>(i) * kT;
@@ -498,13 +402,13 @@ __global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, in
     for (int i = 0; i < V; ++i) {
       const size_t c = tid + static_cast<size_t>(i) * kT;
       if (c < nv) {
-        const float4 g = ld4(a.gamma + 4 * c);
+        const float4 gm = ld4(a.gamma + 4 * c);
         const float4 b = a.beta ? ld4(a.beta + 4 * c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         float4 o;
-        o.x = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].x, mean), rstd), g.x, b.x);
-        o.y = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].y, mean), rstd), g.y, b.y);
-        o.z = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].z, mean), rstd), g.z, b.z);
-        o.w = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].w, mean), rstd), g.w, b.w);
+        o.x = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].x, mean), rstd), gm.x, b.x);
+        o.y = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].y, mean), rstd), gm.y, b.y);
+        o.z = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].z, mean), rstd), gm.z, b.z);
+        o.w = __fmaf_rn(__fmul_rn(__fsub_rn(v[i].w, mean), rstd), gm.w, b.w);
         st4(out + 4 * c, o);
         v[i] = o;
       }
@@ -521,8 +425,8 @@ __global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, in
       amax = fmaxf(fmaxf(amax, fmaxf(fabsf(v[i].x), fabsf(v[i].y))), fmaxf(fabsf(v[i].z), fabsf(v[i].w)));
     }
   }
-  bad = __syncthreads_or(bad);
-  amax = block_max<W>(amax, shf);
+  bad = g.any(bad);
+  amax = g.max(amax);
   if (bad) {
     if (q_bad && tid == 0) *q_bad = 1;
     return;
@@ -546,11 +450,27 @@ __global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, in
       *reinterpret_cast<char4*>(q + 4 * c) = t;
     }
   }
-  sum_q = block_sum<W>(sum_q, shi);
+  sum_q = g.sum(sum_q);
   if (tid == 0) {
     a.q_scales[r] = scale;
     a.q_sums[r] = sum_q;
   }
+}
+
+// The fast norm: a warp per row (rows up to 4 V kWarp columns).
+template <int V>
+__global__ void __launch_bounds__(kRowWarps * kWarp) norm_vec_kernel(NormArgs a, int* q_bad) {
+  const size_t r = static_cast<size_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  if (r >= a.rows) return;  // warp-uniform
+  norm_row_regs<V>(a, q_bad, r, WarpGroup{static_cast<int>(threadIdx.x % kWarp)});
+}
+
+// The fast norm for wide rows (more than a warp's registers hold): a block of W warps per row.
+template <int V, int W>
+__global__ void __launch_bounds__(W * kWarp) norm_rowblock_kernel(NormArgs a, int* q_bad) {
+  __shared__ float shf[W];
+  __shared__ int shi[W];
+  norm_row_regs<V>(a, q_bad, blockIdx.x, BlockGroup<W>{static_cast<int>(threadIdx.x), shf, shi});
 }
 
 
