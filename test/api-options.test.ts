@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChimeraError } from '../src/errors';
+import { editDistance, suggest } from '../src/util/options';
 import { demoModelPath, MarianModel, Translator } from '../src/index';
 import { DEMO_MODEL, nodeScript, ROOT } from './helpers/cli';
 
@@ -110,5 +111,17 @@ describe('demoModelPath', () => {
     expect(existsSync(join(demoModelPath, 'config.json'))).toBe(true);
     const esm = nodeScript(`import('./dist/index.mjs').then((m) => console.log(m.demoModelPath))`);
     expect(esm.stdout.trim()).toBe(demoModelPath);
+  });
+});
+
+describe('option-name suggestions', () => {
+  it('count an adjacent transposition as one edit, case-insensitively', () => {
+    expect(editDistance('cdua', 'cuda')).toBe(1);
+    expect(editDistance('maxLegnth', 'maxLength')).toBe(1);
+    expect(editDistance('BEAM', 'beam')).toBe(0);
+    expect(editDistance('kitten', 'sitting')).toBe(3);
+    expect(editDistance('', 'abc')).toBe(3);
+    expect(suggest('cdua', ['cpu', 'cuda'])).toBe('cuda');
+    expect(suggest('zzzz', ['cpu', 'cuda'])).toBeUndefined();
   });
 });

@@ -285,5 +285,7 @@ describe('CLI', () => {
     expect(withSl).toBe(without);
     expect(chimera(['translate', '--model', DEMO_MODEL, '--shortlist', out, '--no-shortlist', text]).status).toBe(1);
     expect(chimera(['shortlist', 'bild', '--src', src, '--out', out]).stderr).toMatch(/unknown shortlist subcommand/);
+    // the subcommand is judged before the options it needs, with the nearest one named
+    expect(chimera(['shortlist', 'biuld']).stderr).toMatch(/unknown shortlist subcommand biuld \(did you mean build\?\)/);
   });
 });

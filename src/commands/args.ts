@@ -37,7 +37,7 @@ export interface CommandSpec {
   /** Positional synopsis: 'DIR FILE', '[TEXT ...]'. */
   args?: string;
   /** How many positionals are accepted, and what to say otherwise. */
-  positionals?: { min: number; max: number; message?: string };
+  positionals?: { min: number; max: number; message?: string; /** the first positional is a subcommand, one of these */ subcommands?: readonly string[] };
   /** More text for `chimera NAME --help`. */
   description?: string;
   options: OptionSpec[];
@@ -187,8 +187,13 @@ export function parseCommand(spec: CommandSpec, argv: string[], environ: NodeJS.
     out[o.flag] = convert(spec, o, raw, from);
   }
   if (out.help === true) return { command: spec.name, values: out, positionals };
-  for (const o of opts) if (o.required && (out[o.flag] === undefined || out[o.flag] === '')) throw usageError(spec, `${spec.name} needs --${o.flag}${o.arg ? ` ${o.arg}` : ''}`);
   const p = spec.positionals ?? { min: 0, max: 0 };
+  // a misspelt subcommand is the first thing to say, before the options it would need
+  if (p.subcommands && positionals.length > 0 && !p.subcommands.includes(positionals[0])) {
+    const s = suggest(positionals[0], p.subcommands);
+    throw usageError(spec, `unknown ${spec.name} subcommand ${positionals[0]}${s ? ` (did you mean ${s}?)` : ''}; the ones there are: ${p.subcommands.join(', ')}`);
+  }
+  for (const o of opts) if (o.required && (out[o.flag] === undefined || out[o.flag] === '')) throw usageError(spec, `${spec.name} needs --${o.flag}${o.arg ? ` ${o.arg}` : ''}`);
   if (positionals.length < p.min || positionals.length > p.max) {
     const want = p.max === 0 ? 'no positional arguments' : p.min === p.max ? `${p.min} argument${p.min > 1 ? 's' : ''}` : `${p.min} to ${p.max === Infinity ? 'any number of' : p.max} arguments`;
     throw usageError(spec, p.message ?? `${spec.name} takes ${want}${spec.args ? ` (${spec.args})` : ''}, got ${positionals.length}${positionals.length ? `: ${positionals.join(' ')}` : ''}`);

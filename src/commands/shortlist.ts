@@ -10,7 +10,7 @@ import { bool, num, str, type CommandArgs, type CommandSpec } from './args';
 export const SHORTLIST: CommandSpec = {
   name: 'shortlist',
   args: 'build',
-  positionals: { min: 1, max: 1, message: 'shortlist takes one subcommand: chimera shortlist build --model DIR --src FILE --out FILE' },
+  positionals: { min: 1, max: 1, subcommands: ['build'], message: 'shortlist takes one subcommand: chimera shortlist build --model DIR --src FILE --out FILE' },
   summary: 'build a vocabulary shortlist (chimera shortlist build --src FILE --out FILE)',
   description: 'Translates each line of --src (source language, one sentence a line) greedily with the model, plus every\n' +
     'vocabulary token alone, credits each source token with the output tokens and the model\'s step alternatives, and\n' +
@@ -31,7 +31,6 @@ export const SHORTLIST: CommandSpec = {
 
 export async function shortlistCommand(a: CommandArgs): Promise<number> {
   const { ChimeraError } = await import('../errors');
-  if (a.positionals[0] !== 'build') throw new ChimeraError('E_ARG', `unknown shortlist subcommand ${a.positionals[0]}; the one there is: build`);
   const { MarianModel } = await import('../marian');
   const { buildShortlistFromModel, writeShortlistBytes, DEFAULT_PER_TOKEN, DEFAULT_FREQUENT, DEFAULT_ALTERNATIVES } = await import('../model/shortlist');
   const dir = str(a, 'model') ?? demoModelPath;
